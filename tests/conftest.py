@@ -1,0 +1,55 @@
+"""Test set-up: no network, ever; a tiny Hub cache stands in for the Hub.
+
+The environment is fixed before anything imports huggingface_hub, so every library reads the
+temporary cache and offline mode exactly as it would read a user's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+_CACHE_ROOT = tempfile.mkdtemp(prefix="vitzoo-hub-")
+atexit.register(shutil.rmtree, _CACHE_ROOT, True)
+os.environ["HF_HOME"] = os.path.join(_CACHE_ROOT, "home")
+os.environ["HF_HUB_CACHE"] = os.path.join(_CACHE_ROOT, "hub")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.pop("HF_TOKEN", None)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+torch.set_num_threads(2)
+transformers.utils.logging.disable_progress_bar()
+
+from vitzoo import registry  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_hub():
+    """Every registered checkpoint as a tiny model in the offline Hub cache; the registry's specs
+    are swapped for the tiny ones for the session. Yields {name: tiny spec}."""
+    from tiny_hub import build_tiny_hub
+
+    real = dict(registry._SPECS)
+    tiny = build_tiny_hub(os.environ["HF_HUB_CACHE"], list(real.values()))
+    registry._SPECS.update({spec.name: spec for spec in tiny})
+    yield {spec.name: spec for spec in tiny}
+    registry._SPECS.clear()
+    registry._SPECS.update(real)
+
+
+@pytest.fixture
+def sample_image():
+    """A real photo shipped with scikit-learn (china.jpg), as a uint8 HxWx3 array."""
+    from sklearn.datasets import load_sample_images
+
+    return load_sample_images().images[0]

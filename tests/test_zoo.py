@@ -1,0 +1,229 @@
+"""`vitzoo.load` over every registered checkpoint, both backends, through the real loading path.
+
+The `tiny_hub` fixture puts a tiny random checkpoint under each canonical Hub id in an offline
+Hub cache, so these tests run the same `from_pretrained` / `timm.create_model(pretrained=True)`
+code a user online would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import vitzoo
+from vitzoo import registry
+
+NAMES = vitzoo.list_models()
+BOTH = [
+    (name, backend)
+    for name in NAMES
+    for backend in ("transformers", "timm")
+    if backend == "transformers" or registry.get_spec(name).timm_name
+]
+
+
+@pytest.fixture
+def images(sample_image):
+    rng = np.random.default_rng(0)
+    return [sample_image[:120, :200], rng.integers(0, 256, (30, 20), dtype=np.uint8)]
+
+
+@pytest.mark.parametrize("name,backend", BOTH)
+def test_load_and_run(tiny_hub, images, name, backend):
+    model = vitzoo.load(name, backend=backend)
+    spec = tiny_hub[name]
+    assert model.pretrained and model.spec.name == name
+    expected_task = "classification" if spec.num_classes else "features"
+    assert model.task == expected_task
+    embeddings = model.embed(images)
+    assert embeddings.shape == (2, spec.architecture.hidden_size)
+    assert torch.isfinite(embeddings).all()
+    grid = model.image_size // spec.architecture.patch_size
+    maps = model.attention_maps(images)
+    assert maps.shape == (2, spec.architecture.num_heads, grid, grid)
+    # CLS attention is a softmax row: what goes to patches is positive and sums to at most 1
+    totals = maps.sum(dim=(-1, -2))
+    assert (maps >= 0).all() and (totals <= 1 + 1e-5).all() and (totals > 0.3).all()
+    if model.task == "classification":
+        predictions = model.predict(images, top_k=5)
+        assert len(predictions) == 2 and len(predictions[0]) == 5
+        scores = [p["score"] for p in predictions[0]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+        assert predictions[0][0]["label"] == model.id2label[predictions[0][0]["index"]]
+        assert "LABEL_" not in predictions[0][0]["label"]  # ImageNet names travel with the head
+
+
+def test_pretrained_weights_are_the_checkpoints(tiny_hub):
+    """Loading really reads the cached weights: two loads agree, and differ from a random init."""
+    first = vitzoo.load("deit-small").model.state_dict()
+    again = vitzoo.load("deit-small").model.state_dict()
+    scratch = vitzoo.load("deit-small", pretrained=False).model.state_dict()
+    key = "vit.layers.0.attention.q_proj.weight"
+    assert torch.equal(first[key], again[key]) and not torch.equal(first[key], scratch[key])
+
+
+@pytest.mark.parametrize("name,backend", BOTH)
+def test_new_head_on_any_checkpoint(tiny_hub, images, name, backend):
+    model = vitzoo.load(name, backend=backend, id2label=["cat", "dog", "fish"])
+    predictions = model.predict(images, top_k=5)
+    assert {p["label"] for p in predictions[0]} == {"cat", "dog", "fish"}
+    # the encoder is the checkpoint's: same embeddings as loading it as a features model
+    features = vitzoo.load(name, backend=backend, task="features")
+    assert torch.allclose(model.embed(images), features.embed(images), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_round_trip_identical_outputs(tiny_hub, images, tmp_path, name):
+    model = vitzoo.load(name, num_labels=4) if not tiny_hub[name].num_classes else vitzoo.load(name)
+    folder = model.save_pretrained(tmp_path / "saved")
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "preprocessor_config.json", "vitzoo.json"]
+    again = vitzoo.load(folder)
+    assert again.task == "classification" and again.spec.name == name and again.id2label == model.id2label
+    pixels = model.preprocess(images)
+    assert torch.equal(again.preprocess(images), pixels)
+    with torch.inference_mode():
+        expected = model.logits(pixels)
+        assert torch.equal(again.logits(pixels), expected)
+        # plain transformers, knowing nothing of vitzoo, loads the same model
+        config = transformers.AutoConfig.from_pretrained(folder)
+        plain = getattr(transformers, config.architectures[0]).from_pretrained(folder).eval()
+        assert torch.allclose(plain(pixel_values=pixels).logits, expected, atol=1e-6)
+        processor = transformers.AutoImageProcessor.from_pretrained(folder)
+        from PIL import Image
+
+        pil = Image.fromarray(images[0])
+        assert torch.allclose(processor(pil, return_tensors="pt")["pixel_values"], model.preprocess(pil), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if registry.get_spec(n).timm_name][:6])
+def test_timm_save_round_trip(tiny_hub, images, tmp_path, name):
+    model = vitzoo.load(name, backend="timm", num_labels=3)
+    folder = model.save_pretrained(tmp_path / "timm-saved")
+    again = vitzoo.load(folder)
+    assert again.backend == "timm"
+    pixels = model.preprocess(images)
+    with torch.inference_mode():
+        assert torch.equal(again.logits(pixels), model.logits(pixels))
+
+
+def test_family_pooling_conventions(tiny_hub, images):
+    """Embeddings follow each family's documented pooling, recomputed here from hidden states."""
+    distilled = vitzoo.load("deit-small-distilled")
+    pixels = distilled.preprocess(images)
+    with torch.inference_mode():
+        hidden = distilled.model.deit(pixel_values=pixels).last_hidden_state
+        assert torch.allclose(distilled.embed(pixels), (hidden[:, 0] + hidden[:, 1]) / 2)
+        # its classification averages the class and distillation heads, as DeiT does
+        out = distilled.model(pixel_values=pixels)
+        assert torch.allclose(distilled.logits(pixels), (out.cls_logits + out.distillation_logits) / 2)
+
+    beit = vitzoo.load("beit-base")
+    pixels = beit.preprocess(images)
+    with torch.inference_mode():
+        hidden = beit.model.beit(pixel_values=pixels).last_hidden_state
+        norm = beit.model.beit.pooler.layernorm
+        assert torch.allclose(beit.embed(pixels), norm(hidden[:, 1:].mean(dim=1)), atol=1e-6)
+
+
+def test_mae_features_use_every_patch_in_order(tiny_hub, images):
+    """MAE's encoder as a features model: no masking, no shuffling; the same encoder moved into a
+    ViT classifier (a second implementation) gives the same CLS embedding."""
+    mae = vitzoo.load("mae-base")
+    pixels = mae.preprocess(images)
+    first, second = mae.embed(pixels), mae.embed(pixels)
+    assert torch.equal(first, second)
+    classifier = vitzoo.load("mae-base", num_labels=2)
+    assert type(classifier.model).__name__ == "ViTForImageClassification"
+    assert torch.allclose(classifier.embed(pixels), first, atol=1e-5)
+    pretraining = vitzoo.load("mae-base", task="pretraining")
+    assert torch.allclose(pretraining.embed(pixels), first, atol=1e-5)
+    assert pretraining.model.config.mask_ratio == 0.75  # untouched for pretraining
+
+
+@pytest.mark.parametrize(
+    "name,backend",
+    [
+        ("deit-small", "transformers"),
+        ("deit-small", "timm"),
+        ("beit-base", "transformers"),
+        ("dino-vits16", "transformers"),
+        ("dinov2-small", "transformers"),
+    ],
+)
+def test_image_size_override(tiny_hub, images, name, backend):
+    same = vitzoo.load(name, backend=backend, image_size=tiny_hub[name].preprocessing.input_size)
+    base = vitzoo.load(name, backend=backend)
+    assert torch.allclose(same.embed(images), base.embed(images), atol=1e-6)
+    bigger = vitzoo.load(name, backend=backend, image_size=24)
+    assert bigger.image_size == 24 and bigger.preprocess(images).shape[-1] == 24
+    assert bigger.embed(images).shape == base.embed(images).shape
+    with pytest.raises(vitzoo.BadInputError, match="multiple"):
+        vitzoo.load(name, backend=backend, image_size=22)
+
+
+def test_scratch_with_overrides_needs_no_cache():
+    model = vitzoo.load(
+        "deit-tiny",
+        pretrained=False,
+        config_overrides="hidden_size=48,num_hidden_layers=2,num_attention_heads=3,patch_size=4",
+        image_size=16,
+    )
+    assert not model.pretrained and model.spec.architecture.hidden_size == 48 and model.spec.architecture.depth == 2
+    assert model.predict(np.zeros((16, 16, 3), dtype=np.uint8))[0][0]["label"]
+    with pytest.raises(vitzoo.BadInputError, match="not a field"):
+        vitzoo.load("deit-tiny", pretrained=False, config_overrides="hiden_size=48")
+    with pytest.raises(vitzoo.BadInputError, match="random weights"):
+        vitzoo.load("deit-tiny", config_overrides={"hidden_size": 48})
+
+
+def test_missing_weights_error_names_repo_and_cache(monkeypatch):
+    import dataclasses
+
+    spec = dataclasses.replace(registry.get_spec("deit-small"), hub_id="nobody/not-cached")
+    monkeypatch.setitem(registry._SPECS, "deit-small", spec)
+    with pytest.raises(vitzoo.WeightsNotFoundError) as error:
+        vitzoo.load("deit-small")
+    message = str(error.value)
+    assert "nobody/not-cached" in message and os.environ["HF_HUB_CACHE"] in message and "--scratch" in message
+    uncached = "vit_small_patch16_224.augreg_in21k"  # a real timm tag the tiny hub does not hold
+    monkeypatch.setitem(registry._SPECS, "deit-small", dataclasses.replace(spec, timm_name=uncached))
+    with pytest.raises(vitzoo.WeightsNotFoundError, match=f"timm/{uncached}"):
+        vitzoo.load("deit-small", backend="timm")
+
+
+def test_bad_inputs(tiny_hub, tmp_path):
+    with pytest.raises(vitzoo.UnknownModelError, match="deit-small"):
+        vitzoo.load("deit-smal")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(vitzoo.BadInputError, match="no config.json"):
+        vitzoo.load(tmp_path / "empty")
+    with pytest.raises(vitzoo.BadInputError, match="conflicts"):
+        vitzoo.load("dino-vits16", num_labels=3, id2label=["a", "b"])
+    with pytest.raises(vitzoo.BadInputError, match="no classification head"):
+        vitzoo.load("dino-vits16", task="classification")
+    with pytest.raises(vitzoo.BadInputError, match="task"):
+        vitzoo.load("dino-vits16", task="segmentation")
+    with pytest.raises(vitzoo.BadInputError, match="backend"):
+        vitzoo.load("dino-vits16", backend="jax")
+    with pytest.raises(vitzoo.BadInputError, match="twice"):
+        vitzoo.load("dino-vits16", id2label=["a", "a"])
+    model = vitzoo.load("dino-vits16")
+    with pytest.raises(vitzoo.BadInputError, match="task='classification'"):
+        model.predict(np.zeros((8, 8), dtype=np.uint8))
+
+
+def test_folder_without_vitzoo_metadata(tiny_hub, tmp_path, images):
+    """A plain transformers save (no vitzoo.json) loads by its model_type."""
+    model = vitzoo.load("beit-base")
+    model.model.save_pretrained(tmp_path / "plain")
+    with open(tmp_path / "plain" / "preprocessor_config.json", "w") as handle:
+        json.dump(model.preprocessor.to_image_processor_dict(), handle)
+    again = vitzoo.load(tmp_path / "plain")
+    assert again.spec.family == "beit" and again.task == "classification"
+    pixels = model.preprocess(images)
+    assert torch.equal(again.logits(pixels), model.logits(pixels))

@@ -1,0 +1,28 @@
+"""vitzoo: the vision-transformer family as one zoo over transformers and timm.
+
+>>> import vitzoo
+>>> vitzoo.list_models(family="deit")[:2]
+['deit-tiny', 'deit-tiny-distilled']
+"""
+
+__version__ = "0.1.0"
+
+from vitzoo.errors import BadInputError, UnknownModelError, VitzooError, WeightsNotFoundError
+from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_spec, list_families, list_models
+from vitzoo.zoo import ZooModel, load
+
+__all__ = [
+    "Architecture",
+    "BadInputError",
+    "ModelSpec",
+    "Preprocessing",
+    "UnknownModelError",
+    "VitzooError",
+    "WeightsNotFoundError",
+    "ZooModel",
+    "__version__",
+    "get_spec",
+    "list_families",
+    "list_models",
+    "load",
+]

@@ -1,0 +1,137 @@
+"""`vitzoo predict` and `vitzoo embed`: a checkpoint applied to image files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from vitzoo.errors import BadInputError
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every command that loads one model shares."""
+    parser.add_argument("model", help="registry name (see `vitzoo list`), local model folder, or timm model name")
+    parser.add_argument(
+        "--scratch",
+        action="store_true",
+        help="random weights from the registry's architecture instead of pretrained ones (nothing is read from the Hub)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("transformers", "timm"),
+        default=None,
+        help="library to run the model with (default: transformers)",
+    )
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the weights")
+    parser.add_argument("--image-size", type=int, default=None, help="input size; position embeddings are interpolated")
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps... (default: cuda if available, else cpu)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+
+
+def load_from_args(args: argparse.Namespace, task: str | None):
+    from vitzoo.zoo import load
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    what = "random weights" if args.scratch else "pretrained weights"
+    print(f"loading {args.model} ({what}) ...", file=sys.stderr, flush=True)
+    model = load(
+        args.model,
+        task=task,
+        pretrained=not args.scratch,
+        backend=args.backend,
+        revision=args.revision,
+        image_size=args.image_size,
+        device=device,
+    )
+    if args.scratch:
+        print(f"note: {model.spec.name} has RANDOM weights (--scratch); its outputs mean nothing yet", file=sys.stderr)
+    return model
+
+
+def _batches(items: list[str], size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify images",
+        description="Classify image files with a checkpoint that carries a classification head; "
+        "prints the top-k labels with probabilities for each image.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
+    parser.add_argument("--top-k", type=int, default=5, help="how many labels per image (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with every image's predictions")
+    parser.set_defaults(func=run_predict)
+
+    parser = subparsers.add_parser(
+        "embed",
+        help="write one embedding per image",
+        description="Compute one embedding per image with the family's pooling (CLS token for ViT/DeiT/DINO/MAE/"
+        "DINOv2, mean of patch tokens for BEiT) and write them to a file.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="output file: .npy (N x D array), .safetensors or .pt (tensor 'embeddings' and the image paths)",
+    )
+    parser.set_defaults(func=run_embed)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise BadInputError("--top-k must be at least 1")
+    model = load_from_args(args, task="classification")
+    results = {}
+    for batch in _batches(args.images, args.batch_size):
+        for path, predictions in zip(batch, model.predict(batch, top_k=args.top_k)):
+            results[path] = predictions
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for path, predictions in results.items():
+        print(path)
+        for item in predictions:
+            print(f"  {item['score']:.4f}  {item['label']}")
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    extension = os.path.splitext(args.output)[1].lower()
+    if extension not in (".npy", ".safetensors", ".pt"):
+        raise BadInputError(f"--output must end in .npy, .safetensors or .pt, got {args.output!r}")
+    model = load_from_args(args, task="features")
+    chunks = [model.embed(batch).cpu() for batch in _batches(args.images, args.batch_size)]
+    embeddings = torch.cat(chunks)
+    from vitzoo.io import atomic_write_bytes
+
+    if extension == ".npy":
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, embeddings.numpy())
+        atomic_write_bytes(args.output, buffer.getvalue())
+    elif extension == ".safetensors":
+        from safetensors.torch import save
+
+        atomic_write_bytes(args.output, save({"embeddings": embeddings}, metadata={"images": json.dumps(args.images)}))
+    else:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save({"embeddings": embeddings, "images": list(args.images)}, buffer)
+        atomic_write_bytes(args.output, buffer.getvalue())
+    print(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {args.output}", file=sys.stderr)
+    return 0

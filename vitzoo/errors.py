@@ -1,0 +1,26 @@
+"""Errors vitzoo raises on purpose.
+
+Every message says what is wrong and what to do next, so the CLI can print it as is
+instead of a traceback from inside a dependency.
+"""
+
+from __future__ import annotations
+
+
+class VitzooError(Exception):
+    """Base class: an error whose message is meant for the user, not a bug report."""
+
+
+class UnknownModelError(VitzooError, KeyError):
+    """A name that is neither registered, nor a local folder, nor a timm model."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WeightsNotFoundError(VitzooError, OSError):
+    """Pretrained weights are neither in the local Hub cache nor reachable."""
+
+
+class BadInputError(VitzooError, ValueError):
+    """An argument or an input (image, path, option) that cannot be used as given."""

@@ -1,0 +1,170 @@
+"""What every family shares, and the hooks where a family's quirks go.
+
+A `Family` turns a `ModelSpec` into transformers configs and model classes, into timm
+keyword arguments, and says how to pool one embedding per image from the encoder's output.
+The plain-ViT behaviour lives here; each family file overrides only what differs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from vitzoo.errors import BadInputError
+from vitzoo.registry import Architecture, ModelSpec
+
+TASKS = ("classification", "features", "pretraining")
+
+
+class Family:
+    """Default behaviour: a plain ViT with a CLS token, as transformers' `ViT*` classes."""
+
+    name: ClassVar[str]
+    paper_title: ClassVar[str]
+    paper_url: ClassVar[str]
+    citation: ClassVar[str]
+    # transformers `model_type` values of this family's checkpoints, to recognise local folders
+    model_types: ClassVar[tuple[str, ...]] = ()
+    # transformers class per task; None means the family has no such model
+    classes: ClassVar[dict[str, str | None]] = {
+        "classification": "ViTForImageClassification",
+        "features": "ViTModel",
+        "pretraining": "ViTForMaskedImageModeling",
+    }
+    config_class: ClassVar[str] = "ViTConfig"
+    # keyword arguments a features model is built with (no pooler where the family pools itself)
+    features_kwargs: ClassVar[dict[str, Any]] = {"add_pooling_layer": False}
+    # a family whose models accept any input size (interpolating position embeddings on the fly)
+    dynamic_image_size: ClassVar[bool] = False
+
+    # ----------------------------------------------------------------- transformers side
+    def transformers_class(self, spec: ModelSpec, task: str) -> type[PreTrainedModel]:
+        import transformers
+
+        check_task(task)
+        class_name = self.classes.get(task)
+        if class_name is None:
+            raise BadInputError(
+                f"{spec.name} ({self.name}) has no {task!r} model; use task='features' or 'classification'."
+            )
+        return getattr(transformers, class_name)
+
+    def config_kwargs(self, arch: Architecture) -> dict[str, Any]:
+        """transformers config arguments that describe `arch`."""
+        return {
+            "image_size": arch.image_size,
+            "patch_size": arch.patch_size,
+            "hidden_size": arch.hidden_size,
+            "num_hidden_layers": arch.depth,
+            "num_attention_heads": arch.num_heads,
+            "intermediate_size": arch.mlp_size,
+            "qkv_bias": True,
+        }
+
+    def build_config(self, spec: ModelSpec, task: str, **extra: Any) -> PretrainedConfig:
+        """A transformers config for `spec`, built from the registry alone (no download)."""
+        import transformers
+
+        config_class = getattr(transformers, self.config_class)
+        return config_class(**{**self.config_kwargs(spec.architecture), **extra})
+
+    def architecture_from_config(self, config: PretrainedConfig) -> Architecture:
+        """Read an `Architecture` back from a transformers config (local folders, overrides)."""
+        image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        patch_size = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+        return Architecture(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_size=config.hidden_size,
+            depth=config.num_hidden_layers,
+            num_heads=config.num_attention_heads,
+            mlp_size=config.intermediate_size,
+        )
+
+    def config_for_task(self, config: PretrainedConfig, task: str) -> PretrainedConfig:
+        """Adapt a checkpoint's config to the class that serves `task` (identity for most)."""
+        return config
+
+    def needs_conversion(self, checkpoint_config: PretrainedConfig, task: str) -> bool:
+        """Whether `task`'s class cannot `from_pretrained` this checkpoint by itself."""
+        return False
+
+    def convert_checkpoint_model(
+        self, spec: ModelSpec, task: str, source: str, config: PretrainedConfig, revision: str | None
+    ) -> PreTrainedModel:
+        """Build the `task` model from a checkpoint of another class (see `needs_conversion`)."""
+        raise NotImplementedError(f"{self.name} checkpoints load directly")
+
+    def num_prefix_tokens(self, arch: Architecture) -> int:
+        return 2 if arch.distillation_token else 1
+
+    def forward_kwargs(self, pixel_values: torch.Tensor, config: PretrainedConfig) -> dict[str, Any]:
+        """Extra arguments every forward of a features model needs."""
+        return {}
+
+    def encode(self, encoder: PreTrainedModel, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
+        """Run a transformers encoder (the model's `base_model`) on a batch, with the family's quirks."""
+        return encoder(pixel_values=pixel_values, **self.forward_kwargs(pixel_values, encoder.config), **kwargs)
+
+    def pool(self, outputs: Any, arch: Architecture) -> torch.Tensor:
+        """One vector per image from a transformers features model's output: the final CLS token."""
+        return outputs.last_hidden_state[:, 0]
+
+    def position_embedding_keys(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
+        return [k for k in state_dict if k.endswith("embeddings.position_embeddings")]
+
+    def init_kwargs(self, model: PreTrainedModel) -> dict[str, Any]:
+        """Constructor arguments to rebuild `model`'s class the way vitzoo built it."""
+        return dict(self.features_kwargs) if model.base_model is model else {}
+
+    def resize_state_dict(
+        self, state_dict: dict[str, torch.Tensor], arch: Architecture, new_size: int
+    ) -> dict[str, torch.Tensor]:
+        """Weights for the same model at another input size (absolute position embeddings resampled)."""
+        from timm.layers import resample_abs_pos_embed
+
+        grid = new_size // arch.patch_size
+        old_grid = arch.image_size // arch.patch_size
+        out = dict(state_dict)
+        for key in self.position_embedding_keys(state_dict):
+            out[key] = resample_abs_pos_embed(
+                state_dict[key],
+                new_size=(grid, grid),
+                old_size=(old_grid, old_grid),
+                num_prefix_tokens=self.num_prefix_tokens(arch),
+            )
+        return out
+
+    def resize_model(self, model: PreTrainedModel, arch: Architecture, new_size: int) -> PreTrainedModel:
+        """The same model (same weights) for a new input size, position embeddings interpolated."""
+        config = copy.deepcopy(model.config)
+        config.image_size = new_size
+        resized = type(model)(config, **self.init_kwargs(model))
+        state = self.resize_state_dict(model.state_dict(), arch, new_size)
+        resized.load_state_dict(state)
+        return resized
+
+    # --------------------------------------------------------------------- timm side
+    def timm_kwargs(self, arch: Architecture) -> dict[str, Any]:
+        """timm `create_model` arguments that pin the architecture to the spec's."""
+        return {
+            "img_size": arch.image_size,
+            "patch_size": arch.patch_size,
+            "embed_dim": arch.hidden_size,
+            "depth": arch.depth,
+            "num_heads": arch.num_heads,
+            "mlp_ratio": arch.mlp_size / arch.hidden_size,
+        }
+
+    def timm_arch_for(self, spec: ModelSpec) -> str:
+        if spec.timm_name is None:
+            raise BadInputError(f"{spec.name} has no timm equivalent; use backend='transformers'.")
+        return spec.timm_name
+
+
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise BadInputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")

@@ -1,0 +1,147 @@
+"""BEiT (Bao et al., 2022): BERT-style masked image modelling on visual tokens.
+
+Quirks: relative position bias in every layer (no absolute position embeddings), layer scale,
+and mean pooling of the patch tokens (with a final LayerNorm) instead of a CLS token. A new
+input size therefore resizes the relative position bias tables, not a position embedding.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+
+from vitzoo.families.base import Family
+from vitzoo.registry import HALF_MEAN, HALF_STD, Architecture, ModelSpec, Preprocessing, register, register_family
+
+
+class BEiT(Family):
+    name = "beit"
+    paper_title = "BEiT: BERT Pre-Training of Image Transformers"
+    paper_url = "https://arxiv.org/abs/2106.08254"
+    citation = """@inproceedings{bao2022beit,
+  title={{BEiT}: {BERT} Pre-Training of Image Transformers},
+  author={Bao, Hangbo and Dong, Li and Piao, Songhao and Wei, Furu},
+  booktitle={International Conference on Learning Representations},
+  year={2022}
+}"""
+    model_types = ("beit",)
+    classes = {
+        "classification": "BeitForImageClassification",
+        "features": "BeitModel",
+        "pretraining": "BeitForMaskedImageModeling",
+    }
+    config_class = "BeitConfig"
+    features_kwargs = {"add_pooling_layer": True}  # BEiT's pooler is its mean pooling + LayerNorm
+
+    def config_kwargs(self, arch: Architecture) -> dict[str, Any]:
+        kwargs = super().config_kwargs(arch)
+        kwargs.pop("qkv_bias")
+        kwargs.update(
+            use_relative_position_bias=True,
+            use_shared_relative_position_bias=False,
+            use_absolute_position_embeddings=False,
+            use_mean_pooling=True,
+            layer_scale_init_value=arch.layer_scale_init or 0.1,
+            vocab_size=8192,
+        )
+        return kwargs
+
+    def build_config(self, spec: ModelSpec, task: str, **extra: Any):
+        config = super().build_config(spec, task, **extra)
+        if task == "pretraining":
+            # the self-supervised checkpoint shares one bias table across layers, as published
+            config.use_shared_relative_position_bias = True
+            config.use_relative_position_bias = False
+            config.use_mask_token = True
+        return config
+
+    def architecture_from_config(self, config) -> Architecture:
+        arch = super().architecture_from_config(config)
+        return dataclasses.replace(arch, layer_scale_init=config.layer_scale_init_value)
+
+    def pool(self, outputs: Any, arch: Architecture) -> torch.Tensor:
+        return outputs.pooler_output
+
+    def num_prefix_tokens(self, arch: Architecture) -> int:
+        return 1
+
+    def resize_model(self, model, arch: Architecture, new_size: int):
+        from timm.layers import resize_rel_pos_bias_table
+
+        config = copy.deepcopy(model.config)
+        config.image_size = new_size
+        resized = type(model)(config, **self.init_kwargs(model))
+        target = resized.state_dict()
+        state = {}
+        for key, value in model.state_dict().items():
+            if key.endswith("relative_position_bias_table") and value.shape != target[key].shape:
+                grid = new_size // arch.patch_size
+                value = resize_rel_pos_bias_table(
+                    value, new_window_size=(grid, grid), new_bias_shape=tuple(target[key].shape)
+                )
+            elif key.endswith("relative_position_index"):
+                value = target[key]
+            state[key] = value
+        resized.load_state_dict(state)
+        return resized
+
+    def timm_kwargs(self, arch: Architecture) -> dict[str, Any]:
+        kwargs = super().timm_kwargs(arch)
+        if arch.layer_scale_init is not None:
+            kwargs["init_values"] = arch.layer_scale_init
+        return kwargs
+
+
+register_family(BEiT())
+
+# microsoft/beit-*: BeitImageProcessor, squash to 224x224, bilinear, mean = std = 0.5
+BEIT_PREP = Preprocessing(resize_size=224, interpolation="bilinear", mean=HALF_MEAN, std=HALF_STD)
+BASE = Architecture(224, 16, 768, 12, 12, 3072, layer_scale_init=0.1)
+LARGE = Architecture(224, 16, 1024, 24, 16, 4096, layer_scale_init=1e-5)
+
+register(
+    ModelSpec(
+        name="beit-base",
+        family="beit",
+        hub_id="microsoft/beit-base-patch16-224",
+        timm_name="beit_base_patch16_224.in22k_ft_in22k_in1k",
+        architecture=BASE,
+        preprocessing=BEIT_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-22k (masked image modelling), fine-tuned on ImageNet-22k then ImageNet-1k",
+        method="BEiT masked image modelling, then supervised fine-tuning",
+        num_classes=1000,
+        num_params=86_530_984,
+        published={"imagenet_top1": 85.2},
+    ),
+    ModelSpec(
+        name="beit-base-pt22k",
+        family="beit",
+        hub_id="microsoft/beit-base-patch16-224-pt22k",
+        timm_name=None,  # timm ships no BEiT checkpoint without fine-tuning
+        architecture=BASE,
+        preprocessing=BEIT_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-22k (masked image modelling only)",
+        method="BEiT masked image modelling on DALL-E visual tokens",
+        notes="Checkpoint is BeitForMaskedImageModeling (shared relative position bias); no classifier.",
+        checkpoint_task="pretraining",
+    ),
+    ModelSpec(
+        name="beit-large",
+        family="beit",
+        hub_id="microsoft/beit-large-patch16-224",
+        timm_name="beit_large_patch16_224.in22k_ft_in22k_in1k",
+        architecture=LARGE,
+        preprocessing=BEIT_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-22k (masked image modelling), fine-tuned on ImageNet-22k then ImageNet-1k",
+        method="BEiT masked image modelling, then supervised fine-tuning",
+        num_classes=1000,
+        num_params=304_430_568,
+        published={"imagenet_top1": 87.4},
+    ),
+)

@@ -1,0 +1,136 @@
+"""MAE (He et al., 2022): masked autoencoders; the encoder sees only the visible 25% of patches.
+
+Quirks: the checkpoints are `ViTMAEForPreTraining` (encoder + decoder). As a features model the
+encoder runs with no masking and with its patches in their original order (transformers
+shuffles them even at mask ratio 0 unless given an increasing `noise`). For classification the
+encoder's weights move into a `ViTForImageClassification`, which has the same layout, so the
+fine-tuned model is a plain ViT any transformers user can load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel, ViTConfig, ViTForImageClassification, ViTMAEModel
+
+from vitzoo.errors import BadInputError
+from vitzoo.families.base import Family
+from vitzoo.registry import Architecture, ModelSpec, Preprocessing, register, register_family
+
+
+class MAE(Family):
+    name = "mae"
+    paper_title = "Masked Autoencoders Are Scalable Vision Learners"
+    paper_url = "https://arxiv.org/abs/2111.06377"
+    citation = """@inproceedings{he2022mae,
+  title={Masked Autoencoders Are Scalable Vision Learners},
+  author={He, Kaiming and Chen, Xinlei and Xie, Saining and Li, Yanghao and Doll{\\'a}r, Piotr and Girshick, Ross},
+  booktitle={Conference on Computer Vision and Pattern Recognition},
+  year={2022}
+}"""
+    model_types = ("vit_mae",)
+    classes = {
+        "classification": "ViTForImageClassification",
+        "features": "ViTMAEModel",
+        "pretraining": "ViTMAEForPreTraining",
+    }
+    config_class = "ViTMAEConfig"
+    features_kwargs = {}
+
+    def build_config(self, spec: ModelSpec, task: str, **extra: Any) -> PretrainedConfig:
+        config = super().build_config(spec, task, **extra)
+        if task == "features":
+            config.mask_ratio = 0.0
+        return self.config_for_task(config, task)
+
+    def config_for_task(self, config: PretrainedConfig, task: str) -> PretrainedConfig:
+        if task == "classification" and config.model_type == "vit_mae":
+            keys = (
+                "image_size",
+                "patch_size",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "hidden_act",
+                "layer_norm_eps",
+                "qkv_bias",
+                "num_channels",
+            )
+            extra = {k: getattr(config, k) for k in ("num_labels", "id2label", "label2id") if hasattr(config, k)}
+            return ViTConfig(**{k: getattr(config, k) for k in keys}, **extra)
+        if task == "features":
+            config.mask_ratio = 0.0
+        return config
+
+    def needs_conversion(self, checkpoint_config: PretrainedConfig, task: str) -> bool:
+        return task == "classification" and checkpoint_config.model_type == "vit_mae"
+
+    def convert_checkpoint_model(
+        self, spec: ModelSpec, task: str, source: str, config: PretrainedConfig, revision: str | None
+    ) -> PreTrainedModel:
+        encoder = ViTMAEModel.from_pretrained(source, revision=revision, mask_ratio=0.0)
+        model = ViTForImageClassification(config)
+        state = {f"vit.{key}": value for key, value in encoder.state_dict().items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        left = [key for key in missing if not key.startswith("classifier.")]
+        if left or unexpected:
+            raise BadInputError(
+                f"the MAE encoder at {source} does not fit a ViT: missing {left}, unexpected {unexpected}"
+            )
+        return model
+
+    def encode(self, encoder: PreTrainedModel, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
+        config = encoder.config
+        if config.model_type != "vit_mae" or config.mask_ratio == 0:
+            return super().encode(encoder, pixel_values, **kwargs)
+        ratio, config.mask_ratio = config.mask_ratio, 0.0  # a pretraining model, used as an encoder
+        try:
+            return super().encode(encoder, pixel_values, **kwargs)
+        finally:
+            config.mask_ratio = ratio
+
+    def forward_kwargs(self, pixel_values: torch.Tensor, config: PretrainedConfig) -> dict[str, Any]:
+        if config.model_type != "vit_mae":
+            return {}
+        batch = pixel_values.shape[0]
+        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+        num_patches = (size // patch) ** 2
+        noise = torch.arange(num_patches, device=pixel_values.device, dtype=torch.float32)
+        return {"noise": noise.expand(batch, -1)}
+
+
+register_family(MAE())
+
+# facebook/vit-mae-*: ViTImageProcessor, squash to 224x224, bilinear, ImageNet mean/std
+MAE_PREP = Preprocessing(resize_size=224, interpolation="bilinear")
+# published: ImageNet top-1 after end-to-end fine-tuning (MAE paper, Table 3)
+VARIANTS = [
+    ("mae-base", "base", 16, 768, 12, 12, "vit_base_patch16_224.mae", 85_798_656, 83.6),
+    ("mae-large", "large", 16, 1024, 24, 16, "vit_large_patch16_224.mae", 303_301_632, 85.9),
+    ("mae-huge", "huge", 14, 1280, 32, 16, "vit_huge_patch14_224.mae", 630_764_800, 86.9),
+]
+
+register(
+    *(
+        ModelSpec(
+            name=name,
+            family="mae",
+            hub_id=f"facebook/vit-mae-{hub}",
+            timm_name=timm_name,
+            architecture=Architecture(224, patch, hidden, depth, heads, 4 * hidden),
+            preprocessing=MAE_PREP,
+            pretraining="self-supervised",
+            pretrained_on="ImageNet-1k (no labels)",
+            method="masked autoencoding, 75% of patches masked",
+            license="cc-by-nc-4.0",
+            num_params=params,
+            published={"imagenet_finetuned_top1": top1},
+            notes="num_params counts the encoder; the Hub checkpoint also holds the pretraining decoder.",
+            checkpoint_task="pretraining",
+        )
+        for name, hub, patch, hidden, depth, heads, timm_name, params, top1 in VARIANTS
+    )
+)

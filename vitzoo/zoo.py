@@ -1,0 +1,518 @@
+"""`vitzoo.load` and `ZooModel`: one interface over every family and both backends."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from vitzoo import registry
+from vitzoo.backends import hf_backend, timm_backend
+from vitzoo.errors import BadInputError, UnknownModelError
+from vitzoo.families.base import check_task
+from vitzoo.images import Preprocessor, preprocessing_from_image_processor
+from vitzoo.io import atomic_directory
+from vitzoo.registry import ModelSpec, Preprocessing, get_family
+
+BACKENDS = ("transformers", "timm")
+VITZOO_FILE = "vitzoo.json"
+# transformers model_type -> vitzoo family, for folders saved without vitzoo.json
+MODEL_TYPE_FAMILY = {"vit": "vit", "deit": "deit", "beit": "beit", "vit_mae": "mae", "dinov2": "dinov2"}
+
+
+def resolve_labels(num_labels: int | None, id2label: Mapping[Any, str] | Sequence[str] | None) -> dict[int, str] | None:
+    """The label names of a new head, from `num_labels` and/or `id2label` (a dict or a list)."""
+    if id2label is None:
+        if num_labels is None:
+            return None
+        if num_labels < 1:
+            raise BadInputError(f"num_labels must be at least 1, got {num_labels}")
+        return {index: f"LABEL_{index}" for index in range(num_labels)}
+    if isinstance(id2label, Mapping):
+        try:
+            mapping = {int(key): str(value) for key, value in id2label.items()}
+        except (TypeError, ValueError):
+            raise BadInputError("id2label keys must be class indices (0, 1, ...)") from None
+    else:
+        mapping = {index: str(value) for index, value in enumerate(id2label)}
+    if sorted(mapping) != list(range(len(mapping))) or not mapping:
+        raise BadInputError(f"id2label must number its classes 0..N-1 without gaps, got indices {sorted(mapping)}")
+    if num_labels is not None and num_labels != len(mapping):
+        raise BadInputError(f"num_labels={num_labels} conflicts with id2label, which names {len(mapping)} classes")
+    if len(set(mapping.values())) != len(mapping):
+        raise BadInputError("id2label names some class twice")
+    return mapping
+
+
+def imagenet_labels() -> dict[int, str]:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return {index: info.index_to_description(index) for index in range(1000)}
+
+
+@dataclasses.dataclass
+class _Source:
+    spec: ModelSpec
+    backend: str
+    location: str  # Hub id, timm name or folder
+    task: str | None = None  # the task saved in a folder, if any
+    folder_kind: str | None = None  # "transformers" | "timm" for folders
+    id2label: dict[int, str] | None = None  # label names saved in a folder's vitzoo.json
+
+
+def _folder_source(path: str, backend: str | None) -> _Source:
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise BadInputError(
+            f"{path} has no config.json, so it is not a saved model folder. "
+            "Pass the folder written by save_pretrained / a vitzoo run's model/ folder, or a registry name."
+        )
+    with open(config_path) as handle:
+        config = json.load(handle)
+    meta: dict[str, Any] = {}
+    if os.path.isfile(os.path.join(path, VITZOO_FILE)):
+        with open(os.path.join(path, VITZOO_FILE)) as handle:
+            meta = json.load(handle)
+    if timm_backend.is_timm_folder(path):
+        arch = config["architecture"]
+        spec = ModelSpec.from_dict(meta["spec"]) if "spec" in meta else _timm_only_spec(arch)
+        labels = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+        if labels is None and config.get("num_classes"):
+            labels = resolve_labels(config["num_classes"], config.get("label_names"))
+        return _Source(spec, "timm", path, meta.get("task"), "timm", labels)
+    if backend == "timm":
+        raise BadInputError(f"{path} holds a transformers model; load it with backend='transformers'.")
+    if "spec" in meta:
+        spec = ModelSpec.from_dict(meta["spec"])
+    else:
+        family_name = MODEL_TYPE_FAMILY.get(config.get("model_type", ""))
+        if family_name is None:
+            raise BadInputError(
+                f"{path}: model_type {config.get('model_type')!r} is not a vision transformer vitzoo knows "
+                f"(known: {', '.join(MODEL_TYPE_FAMILY)})."
+            )
+        spec = _spec_from_transformers_folder(path, family_name, config)
+    return _Source(dataclasses.replace(spec, hub_id=path), "transformers", path, meta.get("task"), "transformers")
+
+
+def _spec_from_transformers_folder(path: str, family_name: str, config: dict[str, Any]) -> ModelSpec:
+    from transformers import AutoConfig
+
+    family = get_family(family_name)
+    arch = family.architecture_from_config(AutoConfig.from_pretrained(path))
+    prep_path = os.path.join(path, "preprocessor_config.json")
+    if os.path.isfile(prep_path):
+        with open(prep_path) as handle:
+            preprocessing = preprocessing_from_image_processor(json.load(handle))
+    else:
+        preprocessing = Preprocessing(resize_size=arch.image_size)
+    return ModelSpec(
+        name=os.path.basename(os.path.normpath(path)),
+        family=family_name,
+        hub_id=path,
+        architecture=arch,
+        preprocessing=preprocessing,
+        pretraining="unknown",
+        pretrained_on="unknown",
+        num_classes=len(config.get("id2label") or {})
+        if "architectures" in config and any("Classification" in name for name in config["architectures"])
+        else 0,
+        license="unknown",
+    )
+
+
+def _timm_only_spec(arch: str) -> ModelSpec:
+    return ModelSpec(
+        name=arch,
+        family="timm",
+        hub_id=arch,
+        timm_name=arch,
+        architecture=None,
+        preprocessing=Preprocessing(resize_size=224),  # replaced by timm's own config once built
+        pretraining="unknown",
+        pretrained_on="unknown",
+        license="unknown",
+    )
+
+
+def _resolve(name_or_path: str | os.PathLike, backend: str | None) -> _Source:
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        return _folder_source(name, backend)
+    if registry.is_registered(name):
+        spec = registry.get_spec(name)
+        chosen = backend or "transformers"
+        if chosen == "timm" and spec.timm_name is None:
+            raise BadInputError(f"{name} has no timm equivalent; use backend='transformers'.")
+        return _Source(spec, chosen, spec.timm_name if chosen == "timm" else spec.hub_id)
+    if os.sep in name and not os.path.exists(name) and name.count("/") > 1:
+        raise BadInputError(f"no such folder: {name}")
+    if timm_backend.is_timm_name(name):
+        if backend == "transformers":
+            raise BadInputError(f"{name} is a timm model name; load it with backend='timm'.")
+        return _Source(_timm_only_spec(name), "timm", name)
+    close = registry.closest_names(name)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}: not a registered name, a local folder, or a timm model.{hint} "
+        "`vitzoo list` shows every registered name."
+    )
+
+
+def _parse_overrides(config_overrides: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if config_overrides is None:
+        return {}
+    if isinstance(config_overrides, Mapping):
+        return dict(config_overrides)
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in config_overrides.split(","))):
+        if "=" not in item:
+            raise BadInputError(f"config override {item!r} must look like key=value")
+        key, value = (part.strip() for part in item.split("=", 1))
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def load(
+    name_or_path: str | os.PathLike,
+    task: str | None = None,
+    num_labels: int | None = None,
+    id2label: Mapping[Any, str] | Sequence[str] | None = None,
+    pretrained: bool = True,
+    backend: str | None = None,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    image_size: int | None = None,
+    config_overrides: str | Mapping[str, Any] | None = None,
+) -> ZooModel:
+    """Load any registered checkpoint, local folder or timm model as a `ZooModel`.
+
+    Args:
+        name_or_path: a registry name (`"deit-small"`), a folder written by `save_pretrained`
+            or a vitzoo run, or a timm model name.
+        task: "classification", "features" or "pretraining"; by default the checkpoint's own:
+            classification where it carries a head, features otherwise.
+        num_labels / id2label: put a fresh classification head with these classes on any
+            checkpoint (self-supervised ones included).
+        pretrained: False builds random weights from the registry's architecture (nothing is
+            read from the Hub); said out loud as `ZooModel.pretrained`.
+        backend: "transformers" (default) or "timm", for checkpoints that exist in both.
+        image_size: another input size; position embeddings are interpolated.
+        config_overrides: architecture changes for a random-init model, as a dict or as
+            transformers' examples spell them: "hidden_size=64,num_hidden_layers=4".
+
+    Example:
+        >>> model = vitzoo.load("deit-small")  # doctest: +SKIP
+        >>> model.predict("cat.jpg", top_k=5)  # doctest: +SKIP
+    """
+    if backend is not None and backend not in BACKENDS:
+        raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if task is not None:
+        check_task(task)
+    source = _resolve(name_or_path, backend)
+    spec = source.spec
+    labels = resolve_labels(num_labels, id2label)
+    if labels is None and source.folder_kind == "timm":
+        labels = source.id2label
+    overrides = _parse_overrides(config_overrides)
+    if overrides and pretrained:
+        raise BadInputError(
+            "config_overrides change the architecture, so they need random weights (pretrained=False / --scratch)"
+        )
+    if task is None:
+        task = source.task or ("classification" if spec.num_classes or labels else "features")
+    if task == "classification" and labels is None and not pretrained and spec.num_classes:
+        labels = imagenet_labels() if spec.num_classes == 1000 else resolve_labels(spec.num_classes, None)
+    if image_size is not None and spec.architecture is not None and image_size % spec.architecture.patch_size:
+        raise BadInputError(
+            f"image size {image_size} is not a multiple of {spec.name}'s patch size {spec.architecture.patch_size}"
+        )
+
+    if source.backend == "timm":
+        model = _load_timm(source, task, labels, pretrained, overrides, image_size)
+    elif pretrained:
+        model = hf_backend.load(
+            spec, task, source=source.location, id2label=labels, revision=revision, image_size=image_size
+        )
+    else:
+        model = hf_backend.build(spec, task, id2label=labels, config_overrides=overrides, image_size=image_size)
+
+    zoo = ZooModel(
+        model, spec, task=task, backend=source.backend, pretrained=pretrained, id2label=labels, image_size=image_size
+    )
+    if device is not None:
+        zoo.to(device)
+    return zoo
+
+
+def _load_timm(
+    source: _Source,
+    task: str,
+    labels: dict[int, str] | None,
+    pretrained: bool,
+    overrides: dict[str, Any],
+    image_size: int | None,
+) -> torch.nn.Module:
+    spec = source.spec
+    if task == "pretraining":
+        raise BadInputError("timm models have no pretraining heads here; use backend='transformers'.")
+    arch_spec = spec if spec.family != "timm" else None
+    checkpoint = None
+    arch = spec.timm_name or spec.name
+    if source.folder_kind == "timm":
+        with open(os.path.join(source.location, "config.json")) as handle:
+            arch = json.load(handle)["architecture"]
+        checkpoint = os.path.join(source.location, "model.safetensors")
+    if task == "classification":
+        num_classes = len(labels) if labels is not None else spec.num_classes
+        if num_classes == 0:
+            raise BadInputError(
+                f"{spec.name} carries no classification head; pass num_labels (or id2label) for a new one."
+            )
+    else:
+        num_classes = 0
+    return timm_backend.create(
+        arch,
+        spec=arch_spec,
+        num_classes=num_classes,
+        pretrained=pretrained,
+        config_overrides=overrides,
+        image_size=image_size,
+        checkpoint_file=checkpoint,
+    )
+
+
+class ZooModel:
+    """A loaded model with its spec and preprocessing, hiding each family's and backend's quirks.
+
+    `.model` is the real transformers or timm module: train it, compile it, wrap it with
+    Accelerate. The methods below take raw images (paths, PIL, numpy, tensors, any mode).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        *,
+        task: str,
+        backend: str,
+        pretrained: bool,
+        id2label: dict[int, str] | None = None,
+        image_size: int | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.task = task
+        self.backend = backend
+        self.pretrained = pretrained
+        self.family = get_family(spec.family)
+        if backend == "timm":
+            architecture = _timm_architecture(model, spec)
+            if spec.family == "timm":
+                preprocessing = timm_backend.preprocessing_of(model)
+            else:
+                preprocessing = spec.preprocessing
+        else:
+            architecture = self.family.architecture_from_config(model.config)
+            preprocessing = spec.preprocessing
+        input_size = image_size or (
+            preprocessing.input_size
+            if self.family.dynamic_image_size or architecture is None
+            else architecture.image_size
+        )
+        self.spec = dataclasses.replace(
+            spec, architecture=architecture, preprocessing=preprocessing.for_input_size(input_size)
+        )
+        self.preprocessor = Preprocessor(self.spec.preprocessing)
+        if id2label is None and task == "classification":
+            id2label = _model_labels(model, backend)
+        self.id2label = id2label
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def image_size(self) -> int:
+        return self.spec.preprocessing.input_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def to(self, device: str | torch.device) -> ZooModel:
+        self.model.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        weights = "pretrained" if self.pretrained else "random init"
+        return f"ZooModel({self.spec.name}, family={self.spec.family}, task={self.task}, backend={self.backend}, {weights})"
+
+    # ------------------------------------------------------------------ inference
+    def preprocess(self, images: Any) -> torch.Tensor:
+        """Images of any kind, size and mode to a normalised float batch (Bx3xSxS)."""
+        return self.preprocessor(images)
+
+    def _as_batch(self, images: Any) -> torch.Tensor:
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point():
+            return images  # already preprocessed
+        return self.preprocess(images)
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Class scores for a preprocessed batch (for distilled DeiT: both heads averaged)."""
+        if self.task != "classification":
+            raise BadInputError(
+                f"{self.spec.name} was loaded with task={self.task!r}; load it with task='classification' to classify"
+            )
+        pixel_values = pixel_values.to(self.device)
+        if self.backend == "timm":
+            return self.model(pixel_values)
+        return self.model(
+            pixel_values=pixel_values, **self.family.forward_kwargs(pixel_values, self.model.config)
+        ).logits
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """One embedding per image of a preprocessed batch, pooled by the family's convention."""
+        pixel_values = pixel_values.to(self.device)
+        if self.backend == "timm":
+            return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
+        outputs = self.family.encode(self.model.base_model, pixel_values)
+        return self.family.pool(outputs, self.spec.architecture)
+
+    @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
+    def predict(self, images: Any, top_k: int = 5) -> list[list[dict[str, Any]]]:
+        """Top-k labels with probabilities, one list per image."""
+        logits = self.logits(self._as_batch(images)).float()
+        probabilities = logits.softmax(dim=-1)
+        k = min(top_k, probabilities.shape[-1])
+        scores, indices = probabilities.topk(k, dim=-1)
+        labels = self.id2label or {}
+        return [
+            [
+                {"label": labels.get(int(i), f"LABEL_{int(i)}"), "index": int(i), "score": float(s)}
+                for s, i in zip(row_s, row_i)
+            ]
+            for row_s, row_i in zip(scores, indices)
+        ]
+
+    @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
+    def embed(self, images: Any) -> torch.Tensor:
+        """One vector per image (CLS for ViT/DeiT/DINO/MAE/DINOv2, mean of patches for BEiT,
+        mean of CLS and distillation tokens for distilled DeiT)."""
+        return self.features(self._as_batch(images)).float()
+
+    @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
+    def attention_maps(self, images: Any) -> torch.Tensor:
+        """Last-layer attention of the CLS token to every patch, per head: B x heads x H/p x W/p."""
+        pixel_values = self._as_batch(images).to(self.device)
+        prefix = self._num_prefix_tokens()
+        if self.backend == "timm":
+            attention = self._timm_last_attention(pixel_values)
+        else:
+            with _eager_attention(self.model):
+                outputs = self.family.encode(self.model.base_model, pixel_values, output_attentions=True)
+            attention = outputs.attentions[-1]
+        cls_attention = attention[:, :, 0, prefix:]
+        grid_h = pixel_values.shape[-2] // self.spec.architecture.patch_size
+        grid_w = pixel_values.shape[-1] // self.spec.architecture.patch_size
+        return cls_attention.reshape(cls_attention.shape[0], cls_attention.shape[1], grid_h, grid_w).float()
+
+    def _num_prefix_tokens(self) -> int:
+        if self.backend == "timm":
+            return getattr(self.model, "num_prefix_tokens", 1)
+        return self.family.num_prefix_tokens(self.spec.architecture)
+
+    def _timm_last_attention(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        attention_module = self.model.blocks[-1].attn
+        captured: list[torch.Tensor] = []
+        hook = attention_module.attn_drop.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
+        fused = attention_module.fused_attn
+        attention_module.fused_attn = False
+        try:
+            self.model.forward_features(pixel_values)
+        finally:
+            attention_module.fused_attn = fused
+            hook.remove()
+        return captured[-1]
+
+    # ------------------------------------------------------------------ saving
+    def vitzoo_metadata(self) -> dict[str, Any]:
+        from vitzoo import __version__
+
+        return {
+            "vitzoo_version": __version__,
+            "spec": self.spec.to_dict() if self.spec.family != "timm" else dataclasses.asdict(self.spec),
+            "task": self.task,
+            "backend": self.backend,
+            "pretrained": self.pretrained,
+            "image_size": self.image_size,
+            "id2label": self.id2label,
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike, extra_metadata: Mapping[str, Any] | None = None) -> str:
+        """Write a folder that `vitzoo.load(dir)` and (transformers backend) `from_pretrained` load.
+
+        The folder appears complete or not at all: it is written beside the target and renamed.
+        """
+        directory = os.fspath(directory)
+        with atomic_directory(directory) as tmp:
+            if self.backend == "timm":
+                from timm.models import save_for_hf
+
+                save_for_hf(self.model, tmp, safe_serialization=True)
+            else:
+                self.model.save_pretrained(tmp, safe_serialization=True)
+                with open(os.path.join(tmp, "preprocessor_config.json"), "w") as handle:
+                    json.dump(self.preprocessor.to_image_processor_dict(), handle, indent=2)
+            with open(os.path.join(tmp, VITZOO_FILE), "w") as handle:
+                json.dump({**self.vitzoo_metadata(), **(extra_metadata or {})}, handle, indent=2, default=str)
+        return directory
+
+
+def _model_labels(model: torch.nn.Module, backend: str) -> dict[int, str] | None:
+    if backend == "transformers":
+        labels = getattr(model.config, "id2label", None)
+        return {int(k): v for k, v in labels.items()} if labels else None
+    num_classes = getattr(model, "num_classes", 0)
+    if num_classes == 1000:
+        return imagenet_labels()
+    label_names = getattr(getattr(model, "pretrained_cfg", {}), "get", lambda *_: None)("label_names")
+    return dict(enumerate(label_names)) if label_names else None
+
+
+def _timm_architecture(model: torch.nn.Module, spec: ModelSpec) -> registry.Architecture | None:
+    blocks = getattr(model, "blocks", None)
+    patch_embed = getattr(model, "patch_embed", None)
+    if blocks is None or patch_embed is None:
+        return spec.architecture
+    image_size = patch_embed.img_size[0] if patch_embed.img_size is not None else spec.architecture.image_size
+    return registry.Architecture(
+        image_size=image_size,
+        patch_size=patch_embed.patch_size[0],
+        hidden_size=model.embed_dim,
+        depth=len(blocks),
+        num_heads=blocks[0].attn.num_heads,
+        mlp_size=blocks[0].mlp.fc1.out_features,
+        distillation_token=getattr(model, "dist_token", None) is not None,
+        layer_scale_init=spec.architecture.layer_scale_init if spec.architecture else None,
+    )
+
+
+@contextlib.contextmanager
+def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Attention weights need the eager kernel; SDPA (the default) is restored afterwards."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
