@@ -24,12 +24,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vitzoo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    for module in sorted((m for m in pkgutil.iter_modules(__path__) if m.name != "__main__"), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{module.name}").register(subparsers)
+    for name, module in RECIPES.items():
+        subparsers.add_parser(name, help=f"run recipes/{module.rsplit('.', 1)[1]}.py in this process (see `vitzoo {name} --help`)")
     return parser
 
 
+# commands that are recipes: their arguments are the recipe's own dataclass, parsed by the recipe
+RECIPES = {"finetune": "vitzoo.recipes.finetune"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RECIPES:
+        recipe = importlib.import_module(RECIPES[argv[0]])
+        try:
+            recipe.main(argv[1:])
+        except VitzooError as error:
+            print(f"vitzoo {argv[0]}: error: {error}", file=sys.stderr)
+            return 2
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -40,6 +55,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vitzoo {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -206,11 +206,24 @@ class LabeledImageDataset(Dataset):
 
 
 class TransformedDataset(Dataset):
-    """A dataset with a per-sample image transform applied; `None` items pass through."""
+    """A dataset with a per-sample image transform applied; `None` items pass through.
 
-    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+    With a `seed`, each sample's random augmentation draws from an RNG seeded by (seed, epoch,
+    index) alone, not from the global stream: the augmentation of a sample does not depend on
+    which worker made it, on loader prefetching, or on whether the run was resumed mid-epoch.
+    Call `set_epoch` at each epoch start.
+    """
+
+    def __init__(
+        self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int | None = None
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -224,4 +237,8 @@ class TransformedDataset(Dataset):
         if item is None or self.transform is None:
             return item
         image, label = item
-        return self.transform(image), label
+        if self.seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            return self.transform(image), label

@@ -75,7 +75,7 @@ def make_loader(
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
-        TransformedDataset(dataset, transform),
+        TransformedDataset(dataset, transform, seed=seed if shuffle else None),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,

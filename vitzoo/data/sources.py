@@ -23,7 +23,7 @@ import csv
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,8 @@ class Splits:
     id2label: dict[int, str]
     label2id: dict[str, int]
     source: str
+    # augmentation defaults the source asks for, e.g. no mirroring for digits (see DIGITS_AUGMENTATION)
+    augmentation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -154,6 +156,7 @@ def load_splits(
         id2label=id2label,
         label2id={name: i for i, name in id2label.items()},
         source=source,
+        augmentation=dict(DIGITS_AUGMENTATION) if source == "digits" else {},
     )
 
 
@@ -260,6 +263,12 @@ def _load_hub(name: str) -> Any:
             f"failed ({type(error).__name__}: {error}). Check the name and your network, or pass 'digits', "
             "an image folder, or a CSV/JSONL file."
         ) from error
+
+
+# Handwritten digits are not mirror-symmetric (a flipped 2 is no 2), and at 8x8 pixels a crop of
+# 8% of the area keeps about 2x2 pixels: recipes default to no flips and crops of half the area
+# or more for this source. An explicit --hflip / --crop-scale always wins.
+DIGITS_AUGMENTATION = {"hflip": 0.0, "crop_scale": 0.5}
 
 
 def _digits() -> tuple[dict[str, _RawSplit], list[str], str]:

@@ -1,0 +1,177 @@
+"""The fine-tuning recipe end to end on tiny models and the bundled digits, plus its pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+import transformers
+from safetensors.torch import load_file
+from vitzoo.recipes import finetune
+
+import vitzoo
+from vitzoo.training import checkpoint as checkpoint_module
+from vitzoo.training.engine import NonFiniteLossError
+from vitzoo.training.optim import build_optimizer, parameter_groups
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model", "deit-tiny", "--scratch", "--config-overrides",
+        "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4",
+        "--image-size", "16", "--batch-size", "16", "--num-workers", "0", "--max-train-samples", "160",
+        "--max-eval-samples", "64", "--hflip", "0", "--log-steps", "2"]
+
+
+def run(tmp_path, *extra: str, name: str = "run") -> tuple[dict, str]:
+    output = str(tmp_path / name)
+    results = finetune.main([*TINY, "--output-dir", output, *extra])
+    return results, output
+
+
+def test_run_folder_contract(tmp_path):
+    results, output = run(tmp_path, "--epochs", "2", "--mixup", "0.2", "--auto-augment", "rand", "--ema-decay", "0.9")
+    assert sorted(os.listdir(output)) == ["args.json", "checkpoints", "metrics.jsonl", "model", "results.json"]
+    with open(os.path.join(output, "args.json")) as handle:
+        assert json.load(handle)["mixup"] == 0.2
+    events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    train = [e for e in events if "loss" in e]
+    evals = [e for e in events if e.get("eval")]
+    assert len(evals) == 2 and all(e["samples"] == 64 for e in evals)  # every eval image once
+    assert train and all({"step", "epoch", "loss", "lr", "images_per_second"} <= set(e) for e in train)
+    assert [e["step"] for e in train] == sorted(e["step"] for e in train)
+    with open(os.path.join(output, "results.json")) as handle:
+        saved = json.load(handle)
+    assert saved["eval"]["accuracy"] == max(e["accuracy"] for e in evals) == results["eval"]["accuracy"]
+    assert saved["steps"] == 2 * (160 // 16) and saved["data"]["skipped"] == 0
+    # the model folder: label names kept, loads with vitzoo and with plain transformers alike
+    model = vitzoo.load(os.path.join(output, "model"))
+    assert model.id2label == {i: str(i) for i in range(10)}
+    plain = transformers.AutoModelForImageClassification.from_pretrained(os.path.join(output, "model"))
+    pixels = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(plain(pixel_values=pixels).logits, model.logits(pixels), atol=1e-6)
+    assert plain.config.id2label[3] == "3"
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    """A run killed mid-epoch and resumed with --resume auto ends with the same weights."""
+    common = ["--epochs", "2", "--checkpoint-steps", "3", "--mixup", "0.3", "--auto-augment", "rand", "--seed", "3"]
+    _, straight = run(tmp_path, *common, name="straight")
+
+    original = checkpoint_module.save_checkpoint
+
+    def crash_after_step_six(accelerator, output_dir, state, keep):
+        path = original(accelerator, output_dir, state, keep)
+        if state.step == 6:
+            raise KeyboardInterrupt("simulated crash")
+        return path
+
+    monkeypatch.setattr(finetune, "save_checkpoint", crash_after_step_six)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, *common, name="resumed")
+    monkeypatch.setattr(finetune, "save_checkpoint", original)
+    assert checkpoint_module.latest_checkpoint(str(tmp_path / "resumed")).endswith("step-00000006")
+    _, resumed = run(tmp_path, *common, "--resume", "auto", name="resumed")
+    expected = load_file(os.path.join(straight, "model", "model.safetensors"))
+    got = load_file(os.path.join(resumed, "model", "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_keeps_last_checkpoints_only(tmp_path):
+    _, output = run(tmp_path, "--epochs", "1", "--checkpoint-steps", "2", "--keep-checkpoints", "2")
+    names = sorted(os.listdir(os.path.join(output, "checkpoints")))
+    assert names == ["step-00000008", "step-00000010"]
+
+
+def test_freeze_backbone_trains_only_the_head(tmp_path):
+    _, output = run(tmp_path, "--epochs", "1", "--freeze-backbone", "--learning-rate", "1e-2",
+                    "--checkpoint-steps", "1", "--keep-checkpoints", "100")
+    first = load_file(os.path.join(checkpoint_module.list_checkpoints(output)[0], "model.safetensors"))
+    final = load_file(os.path.join(output, "model", "model.safetensors"))
+    for key in final:
+        if key.startswith("classifier"):
+            assert not torch.equal(first[key], final[key]), key
+        else:
+            assert torch.equal(first[key], final[key]), key
+
+
+def test_timm_backend_trains(tmp_path):
+    results, output = run(tmp_path, "--epochs", "1", "--backend", "timm")
+    assert results["backend"] == "timm"
+    assert vitzoo.load(os.path.join(output, "model")).backend == "timm"
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="step"):
+        run(tmp_path, "--epochs", "3", "--learning-rate", "1e6", "--max-grad-norm", "0", "--checkpoint-steps", "1",
+            "--log-steps", "1", "--warmup-ratio", "0")
+    latest = checkpoint_module.latest_checkpoint(str(tmp_path / "run"))
+    if latest is not None:  # whatever was saved holds finite weights
+        weights = load_file(os.path.join(latest, "model.safetensors"))
+        assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_bad_inputs_fail_before_training(tmp_path):
+    with pytest.raises(vitzoo.BadInputError, match="multiple"):
+        run(tmp_path, "--image-size", "18")
+    one_class = tmp_path / "one"
+    (one_class / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    for index in range(4):
+        Image.new("RGB", (8, 8), (index, 0, 0)).save(one_class / "cat" / f"{index}.png")
+    with pytest.raises(vitzoo.BadInputError, match="class"):
+        finetune.main([*TINY, "--dataset", str(one_class), "--output-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_parameter_groups_match_timm():
+    """No weight decay on biases, norms, positions and tokens; layer decay per block — the same
+    grouping timm's own `param_groups_layer_decay` gives the same architecture (second implementation)."""
+    kwargs = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, patch_size=4)
+    hf = vitzoo.load("deit-tiny", pretrained=False, num_labels=5, image_size=16, config_overrides=kwargs).model
+    tm = timm.create_model("deit_tiny_patch16_224", num_classes=5, img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2, mlp_ratio=2)
+
+    def summary(groups):
+        out = {}
+        for group in groups:
+            key = (round(group["lr_scale"], 6), group["weight_decay"])
+            out[key] = out.get(key, 0) + sum(p.numel() for p in group["params"])
+        return out
+
+    ours = summary(parameter_groups(hf, weight_decay=0.05, layer_decay=0.5, depth=3))
+    theirs = summary(parameter_groups(tm, weight_decay=0.05, layer_decay=0.5, depth=3))
+    # one documented difference: the final norm (64 values) goes with the head, as in BEiT's and
+    # MAE's reference `get_layer_id_for_vit`; timm's group matcher puts it with the last block
+    theirs[(0.5, 0.0)] -= 64
+    theirs[(1.0, 0.0)] += 64
+    assert ours == theirs
+    assert set(ours) >= {(0.0625, 0.0), (0.125, 0.05), (1.0, 0.05), (1.0, 0.0)}
+    optimizer = build_optimizer(hf, learning_rate=1e-3, weight_decay=0.05, layer_decay=None, depth=3)
+    no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    for name, parameter in hf.named_parameters():
+        expect_no_decay = parameter.ndim == 1 or "position" in name or "token" in name
+        assert (id(parameter) in no_decay) == expect_no_decay, name
+
+
+def test_two_process_launch_trains_one_model(tmp_path):
+    """`accelerate launch --num_processes 2` on CPUs: one model, half the steps each, full eval."""
+    output = str(tmp_path / "ddp")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               os.path.join(ROOT, "recipes", "finetune.py"), *TINY, "--epochs", "1", "--output-dir", output]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(output, "results.json")) as handle:
+        results = json.load(handle)
+    assert results["num_processes"] == 2
+    assert results["steps"] == 160 // 16 // 2  # each process sees half the data per step
+    assert results["eval"]["samples"] == 64  # gathered without duplicates
+    assert "distributed: MULTI_CPU" in done.stdout

@@ -1,0 +1,233 @@
+"""The pieces every recipe's loop is made of: the Accelerator, the run folder, the forward pass,
+evaluation across processes, EMA and saving the model.
+
+The loop itself stays in each recipe, visible top to bottom; what would otherwise be copied
+between recipes lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
+
+import vitzoo
+from vitzoo.data import normalize_batch
+from vitzoo.errors import BadInputError, VitzooError
+from vitzoo.io import atomic_write_json
+from vitzoo.metrics import classification_metrics
+from vitzoo.registry import Preprocessing
+from vitzoo.zoo import ZooModel
+
+MODEL_DIR = "model"
+
+
+class NonFiniteLossError(VitzooError):
+    """The loss became NaN or infinite; the last checkpoint is still good."""
+
+
+def make_accelerator(args: Any) -> Accelerator:
+    """An Accelerator for this machine: GPUs where present, else the CPU.
+
+    `cpu=True` matters on GPU-less machines: only then does `accelerate launch --num_processes N`
+    give N processes that train one model together over gloo (without it each trains alone).
+    """
+    use_cpu = args.cpu or not torch.cuda.is_available()
+    return Accelerator(
+        cpu=use_cpu,
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+        # a seeded sampler reshuffles per epoch from (seed, epoch), so a resumed run sees the same order
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
+    if not accelerator.is_main_process:
+        return
+    lines = [f"vitzoo {vitzoo.__version__} - {name}", *[f"  - {mode}" for mode in modes]]
+    lines.append(
+        f"  running on: {accelerator.num_processes} process(es), device {accelerator.device}, "
+        f"distributed: {accelerator.distributed_type.value}, mixed precision: {accelerator.mixed_precision}"
+    )
+    print("\n".join(lines), flush=True)
+
+
+class RunFolder:
+    """The run-folder contract: args.json, metrics.jsonl, results.json, checkpoints/, model/.
+
+    Only the main process writes; metrics.jsonl gets one JSON object per event, flushed at once.
+    """
+
+    def __init__(self, output_dir: str, accelerator: Accelerator) -> None:
+        self.path = output_dir
+        self.accelerator = accelerator
+        if accelerator.is_main_process:
+            os.makedirs(output_dir, exist_ok=True)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def save_args(self, args: Any) -> None:
+        if self.accelerator.is_main_process:
+            atomic_write_json(self.file("args.json"), dataclasses.asdict(args))
+
+    def log(self, event: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.file("metrics.jsonl"), "a") as handle:
+                handle.write(json.dumps(event) + "\n")
+        scalars = {k: v for k, v in event.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.accelerator.trackers:
+            self.accelerator.log(scalars, step=event.get("step"))
+
+    def save_results(self, results: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            atomic_write_json(self.file("results.json"), results)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware, for results.json and model cards."""
+    import accelerate
+    import timm
+    import transformers
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "timm": timm.__version__,
+        "accelerate": accelerate.__version__,
+        "vitzoo": vitzoo.__version__,
+        "device": device,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def forward_logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Class scores from a (possibly DDP/FSDP-wrapped) transformers or timm classifier."""
+    output = model(pixel_values=pixel_values) if _is_transformers(model) else model(pixel_values)
+    return output.logits if hasattr(output, "logits") else output
+
+
+def _is_transformers(model: torch.nn.Module) -> bool:
+    from transformers import PreTrainedModel
+
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    return isinstance(inner, PreTrainedModel)
+
+
+def check_finite(loss: torch.Tensor, step: int, output_dir: str) -> None:
+    """Stop on a NaN/inf loss, naming the step (call at log steps: it syncs with the device)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"the loss became {value} at optimizer step {step}. Lower --learning-rate, enable --max-grad-norm, "
+            f"or use bf16 instead of fp16; the last checkpoint in {output_dir}/checkpoints is intact (--resume auto)."
+        )
+
+
+def check_finite_weights(model: torch.nn.Module, step: int, output_dir: str) -> None:
+    """Refuse to checkpoint weights that hold NaN/inf, so the newest checkpoint is always usable."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise NonFiniteLossError(
+            f"the weights became NaN or infinite by optimizer step {step}; not saving them. Lower --learning-rate "
+            f"or enable --max-grad-norm; the last checkpoint in {output_dir}/checkpoints is intact (--resume auto)."
+        )
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    accelerator: Accelerator,
+    preprocessing: Preprocessing,
+    *,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Top-1, top-5 and macro F1 over the whole eval split, gathered from every process once
+    (the padding Accelerate adds to even out the last batch is dropped)."""
+    was_training = model.training
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        if images.shape[0] == 0:
+            continue
+        pixels = prepare_pixels(images, preprocessing, channels_last)
+        with accelerator.autocast():
+            logits = forward_logits(model, pixels)
+        logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    model.train(was_training)
+    if not all_logits:
+        raise BadInputError("the evaluation split yielded no decodable image")
+    labels = torch.cat(all_labels)
+    return {**classification_metrics(torch.cat(all_logits), labels, top_k=5), "samples": int(labels.numel())}
+
+
+def prepare_pixels(images: torch.Tensor, preprocessing: Preprocessing, channels_last: bool) -> torch.Tensor:
+    pixels = normalize_batch(images, preprocessing)
+    return pixels.contiguous(memory_format=torch.channels_last) if channels_last else pixels
+
+
+def build_ema(model: torch.nn.Module, decay: float | None, accelerator: Accelerator) -> torch.nn.Module | None:
+    """timm's ModelEmaV3 of the unwrapped model, registered so checkpoints carry it."""
+    if decay is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=decay)
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def save_model(
+    accelerator: Accelerator,
+    zoo: ZooModel,
+    model: torch.nn.Module,
+    directory: str,
+    extra_metadata: dict[str, Any] | None = None,
+) -> None:
+    """Save `model`'s weights (gathered from every process, FSDP/DeepSpeed included) as a vitzoo
+    model folder: transformers format + preprocessor config + vitzoo.json, written atomically."""
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        target = zoo.model
+        target.load_state_dict({k: v.to(next(target.parameters()).device) for k, v in state.items()})
+        zoo.save_pretrained(directory, extra_metadata=extra_metadata)
+    accelerator.wait_for_everyone()
+
+
+class Throughput:
+    """Images per second between log points, and over the whole run, without per-step syncs."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.images = self.images_since = 0
+
+    def add(self, count: int) -> None:
+        self.images += count
+        self.images_since += count
+
+    def window(self) -> float:
+        now = time.perf_counter()
+        rate = self.images_since / max(now - self.last, 1e-9)
+        self.last, self.images_since = now, 0
+        return rate
+
+    def total(self) -> tuple[float, float]:
+        elapsed = time.perf_counter() - self.start
+        return self.images / max(elapsed, 1e-9), elapsed
