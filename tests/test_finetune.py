@@ -92,8 +92,9 @@ def test_keeps_last_checkpoints_only(tmp_path):
 def test_freeze_backbone_trains_only_the_head(tmp_path):
     _, output = run(tmp_path, "--epochs", "1", "--freeze-backbone", "--learning-rate", "1e-2",
                     "--checkpoint-steps", "1", "--keep-checkpoints", "100")
-    first = load_file(os.path.join(checkpoint_module.list_checkpoints(output)[0], "model.safetensors"))
-    final = load_file(os.path.join(output, "model", "model.safetensors"))
+    saved = checkpoint_module.list_checkpoints(output)
+    first = load_file(os.path.join(saved[0], "model.safetensors"))
+    final = load_file(os.path.join(saved[-1], "model.safetensors"))
     for key in final:
         if key.startswith("classifier"):
             assert not torch.equal(first[key], final[key]), key
