@@ -89,3 +89,18 @@ def test_every_command_explains_every_flag():
         for action in sub._actions:
             if action.dest != "help":
                 assert action.help, f"vitzoo {name} {action.option_strings or action.dest} has no help"
+
+
+def test_every_package_is_installed():
+    """pyproject lists packages explicitly (recipes/ is mapped to vitzoo.recipes): none may be missing."""
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "pyproject.toml"), "rb") as handle:
+        listed = set(tomllib.load(handle)["tool"]["setuptools"]["packages"])
+    root = os.path.dirname(vitzoo.__file__)
+    found = {"vitzoo"} | {
+        "vitzoo." + os.path.relpath(folder, root).replace(os.sep, ".")
+        for folder, _, files in os.walk(root)
+        if "__init__.py" in files and folder != root and "__pycache__" not in folder
+    }
+    assert found <= listed | {"vitzoo.convert"} and "vitzoo.recipes" in listed
