@@ -34,17 +34,21 @@ from vitzoo import registry  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_hub():
-    """Every registered checkpoint as a tiny model in the offline Hub cache; the registry's specs
-    are swapped for the tiny ones for the session. Yields {name: tiny spec}."""
+def tiny_checkpoints():
+    """Every registered checkpoint as a tiny model in the offline Hub cache, built once per session.
+    Returns {name: tiny spec}."""
     from tiny_hub import build_tiny_hub
 
-    real = dict(registry._SPECS)
-    tiny = build_tiny_hub(os.environ["HF_HUB_CACHE"], list(real.values()))
-    registry._SPECS.update({spec.name: spec for spec in tiny})
-    yield {spec.name: spec for spec in tiny}
-    registry._SPECS.clear()
-    registry._SPECS.update(real)
+    tiny = build_tiny_hub(os.environ["HF_HUB_CACHE"], registry.all_specs())
+    return {spec.name: spec for spec in tiny}
+
+
+@pytest.fixture
+def tiny_hub(tiny_checkpoints, monkeypatch):
+    """The tiny Hub cache, with the registry's specs swapped for the tiny ones during one test."""
+    for name, spec in tiny_checkpoints.items():
+        monkeypatch.setitem(registry._SPECS, name, spec)
+    return tiny_checkpoints
 
 
 @pytest.fixture

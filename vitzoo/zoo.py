@@ -270,7 +270,11 @@ def _load_timm(
     arch = spec.timm_name or spec.name
     if source.folder_kind == "timm":
         with open(os.path.join(source.location, "config.json")) as handle:
-            arch = json.load(handle)["architecture"]
+            folder_config = json.load(handle)
+        arch = folder_config["architecture"]
+        # the folder's own architecture arguments (e.g. BEiT's shared relative position bias) win
+        model_args = {k: v for k, v in folder_config.get("model_args", {}).items() if k != "num_classes"}
+        overrides = {**model_args, **overrides}
         checkpoint = os.path.join(source.location, "model.safetensors")
     if task == "classification":
         num_classes = len(labels) if labels is not None else spec.num_classes

@@ -114,5 +114,9 @@ def run_info(args: argparse.Namespace) -> int:
         lines.append(f"  published         {key.replace('_', ' ')}: {value}")
     if spec.notes:
         lines.append(f"  notes             {spec.notes}")
+    from vitzoo.convert import preprocessing_differences
+
+    for difference in preprocessing_differences(spec):
+        lines.append(f"  timm preprocesses differently: {difference}")
     print("\n".join(lines))
     return 0
