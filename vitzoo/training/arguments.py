@@ -67,7 +67,7 @@ class TrainingArguments:
     warmup_ratio: float = arg(0.05, "share of all steps spent warming the learning rate up linearly")
     gradient_accumulation_steps: int = arg(1, "steps whose gradients add up before one optimizer update")
     max_grad_norm: float | None = arg(1.0, "clip gradients to this global norm (omit or 0 to disable)")
-    mixed_precision: str = arg("no", "autocast dtype through Accelerate", choices=["no", "bf16", "fp16"])
+    mixed_precision: str = arg("auto", "autocast dtype through Accelerate; auto: bf16 on GPUs that support it, else none", choices=["auto", "no", "bf16", "fp16"])
     ema_decay: float | None = arg(None, "keep an exponential moving average of the weights with this decay (e.g. 0.9998) and evaluate/save it")
     seed: int = arg(0, "seed for weights, data order and augmentation")
     log_steps: int = arg(20, "log loss, learning rate and images/s every this many optimizer updates")

@@ -44,13 +44,23 @@ def make_accelerator(args: Any) -> Accelerator:
     use_cpu = args.cpu or not torch.cuda.is_available()
     return Accelerator(
         cpu=use_cpu,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision, use_cpu),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
         # a seeded sampler reshuffles per epoch from (seed, epoch), so a resumed run sees the same order
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+
+
+def resolve_mixed_precision(requested: str, use_cpu: bool) -> str | None:
+    """'auto': what `accelerate launch` was configured with, else bf16 autocast where the GPU
+    supports it and full precision elsewhere. An explicit value always wins."""
+    if requested != "auto":
+        return requested
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # the launcher's config (accelerate_configs/*.yaml) decides
+    return "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "no"
 
 
 def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
