@@ -227,3 +227,15 @@ def test_folder_without_vitzoo_metadata(tiny_hub, tmp_path, images):
     assert again.spec.family == "beit" and again.task == "classification"
     pixels = model.preprocess(images)
     assert torch.equal(again.logits(pixels), model.logits(pixels))
+
+
+def test_scratch_overrides_round_trip_for_every_family(tmp_path):
+    """Overrides reach the config's constructor, so derived fields follow (BEiT's backbone stages
+    follow num_hidden_layers): a shrunk model saves and loads back."""
+    overrides = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,patch_size=4"
+    for name in ("vit-base", "deit-base-distilled", "beit-base", "mae-base", "dinov2-small"):
+        model = vitzoo.load(name, pretrained=False, num_labels=3, image_size=16, config_overrides=overrides)
+        assert model.spec.architecture.depth == 2
+        again = vitzoo.load(model.save_pretrained(tmp_path / name))
+        pixels = torch.randn(1, 3, 16, 16)
+        assert torch.equal(again.logits(pixels), model.logits(pixels))

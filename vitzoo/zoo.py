@@ -232,10 +232,9 @@ def load(
         task = source.task or ("classification" if spec.num_classes or labels else "features")
     if task == "classification" and labels is None and not pretrained and spec.num_classes:
         labels = imagenet_labels() if spec.num_classes == 1000 else resolve_labels(spec.num_classes, None)
-    if image_size is not None and spec.architecture is not None and image_size % spec.architecture.patch_size:
-        raise BadInputError(
-            f"image size {image_size} is not a multiple of {spec.name}'s patch size {spec.architecture.patch_size}"
-        )
+    patch_size = overrides.get("patch_size", spec.architecture.patch_size if spec.architecture else None)
+    if image_size is not None and patch_size is not None and image_size % patch_size:
+        raise BadInputError(f"image size {image_size} is not a multiple of {spec.name}'s patch size {patch_size}")
 
     if source.backend == "timm":
         model = _load_timm(source, task, labels, pretrained, overrides, image_size)

@@ -49,15 +49,14 @@ def label_kwargs(id2label: dict[int, str] | None) -> dict[str, Any]:
     }
 
 
-def apply_overrides(config: PretrainedConfig, overrides: dict[str, Any]) -> None:
-    for key, value in overrides.items():
+def check_overrides(config: PretrainedConfig, overrides: dict[str, Any]) -> None:
+    for key in overrides:
         if not hasattr(config, key):
             raise BadInputError(
                 f"config override {key!r} is not a field of {type(config).__name__}; "
                 f"fields are e.g. hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, "
                 "patch_size, image_size"
             )
-        setattr(config, key, value)
 
 
 def build(
@@ -71,10 +70,12 @@ def build(
     """Random weights from the registry's architecture (no file is read)."""
     family = get_family(spec.family)
     cls = family.transformers_class(spec, task)
-    config = family.build_config(spec, task, **label_kwargs(id2label))
-    apply_overrides(config, config_overrides)
+    check_overrides(family.build_config(spec, task), config_overrides)
     if image_size is not None:
-        config.image_size = image_size
+        config_overrides = {**config_overrides, "image_size": image_size}
+    # overrides go through the config's constructor, so derived fields (e.g. BEiT's backbone
+    # stage names, which follow num_hidden_layers) are computed from them
+    config = family.build_config(spec, task, **label_kwargs(id2label), **config_overrides)
     with quiet_transformers():
         return cls(config, **family.features_kwargs) if task == "features" else cls(config)
 
