@@ -1,0 +1,215 @@
+"""`vitzoo compare`: report files that agree, FLOPs by hand, the Pareto front, failures, resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+import vitzoo
+from vitzoo import compare
+from vitzoo.cli import main as cli_main
+from vitzoo.compare import CompareConfig, resolve_models, run_compare
+from vitzoo.errors import BadInputError
+from vitzoo.measure import count_flops, count_params, measure
+from vitzoo.report import pareto_front, sort_rows
+
+TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
+FILES = ("results.json", "results.csv", "report.md", "accuracy_vs_throughput.png", "accuracy_vs_params.png")
+
+
+def knn_config(tmp_path, models, **kwargs):
+    """k-NN on a slice of digits with the tiny Hub's checkpoints: seconds per model."""
+    options = dict(
+        dataset="digits",
+        protocol="knn",
+        k=5,
+        max_train_samples=60,
+        max_eval_samples=30,
+        batch_size=32,
+        output_dir=str(tmp_path / "cmp"),
+    )
+    return CompareConfig(models=models, **{**options, **kwargs})
+
+
+@pytest.fixture
+def broken_folder(tmp_path):
+    folder = tmp_path / "broken-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return str(folder)
+
+
+# --------------------------------------------------------------------------- measure
+def test_flops_of_a_tiny_vit_equal_a_hand_count():
+    overrides = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=4)
+    zoo = vitzoo.load("deit-tiny", pretrained=False, num_labels=10, image_size=16, config_overrides=overrides)
+    d, depth, mlp, patch, size, classes = 32, 2, 64, 4, 16, 10
+    patches = (size // patch) ** 2
+    tokens = patches + 1  # + CLS
+    embed = 2 * (3 * patch * patch) * d * patches  # the patch-embedding convolution, one MAC per weight per patch
+    qkv = 2 * tokens * d * (3 * d)
+    proj = 2 * tokens * d * d
+    ffn = 2 * tokens * d * mlp * 2
+    attention = 2 * tokens * tokens * d * 2  # Q @ K^T and A @ V over all heads
+    head = 2 * d * classes  # the classifier on the CLS token
+    expected = embed + depth * (qkv + proj + ffn + attention) + head
+    assert count_flops(zoo.logits, 16, zoo.model) == expected
+    assert count_flops(zoo.logits, 16, zoo.model, batch_size=3) == 3 * expected
+
+    zoo.model.train()
+    cost = measure(zoo.logits, zoo.model, 16, batch_size=4, iters=1, latency_iters=3)
+    assert zoo.model.training  # measured in eval mode, the model's own mode restored
+    assert cost["gflops"] == pytest.approx(expected / 1e9)
+    assert cost["params"] == count_params(zoo.model) == zoo.num_params
+    assert cost["images_per_second"] > 0 and 0 < cost["latency_p50_ms"] <= cost["latency_p90_ms"]
+    assert cost["peak_memory_method"] in ("cpu_peak_rss_delta", "unavailable")
+
+
+# --------------------------------------------------------------------------- report
+def test_pareto_front_of_a_hand_made_table():
+    # (accuracy, images/s): a dominates c (more accurate and faster); b is fastest; d ties a exactly
+    points = [(0.90, 100.0), (0.80, 300.0), (0.85, 90.0), (0.90, 100.0), (0.70, 300.0), (None, 1000.0)]
+    assert pareto_front(points) == [True, True, False, True, False, False]
+    # accuracy vs parameters: fewer is better
+    assert pareto_front([(0.9, 80e6), (0.8, 5e6), (0.85, 90e6)], maximize=(True, False)) == [True, True, False]
+    rows = [{"model": m, "status": "ok", "accuracy": a, "images_per_second": s} for m, (a, s) in zip("abcd", points)]
+    rows.append({"model": "x", "status": "failed", "error": "boom"})
+    ordered = sort_rows(rows, "accuracy")
+    assert [row["model"] for row in ordered] == ["a", "d", "c", "b", "x"]
+    assert {row["model"] for row in ordered if row["pareto"]} == {"a", "b", "d"}
+    assert [row["model"] for row in sort_rows(rows, "images_per_second")][:2] == ["b", "a"]
+    with pytest.raises(BadInputError):
+        sort_rows(rows, "colour")
+
+
+def test_report_files_agree_and_a_failed_model_does_not_stop_the_others(tiny_hub, tmp_path, broken_folder):
+    config = knn_config(tmp_path, f"deit-tiny,{broken_folder},dino-vits16")
+    rows = run_compare(config, progress=False, echo=lambda _: None)
+    status = {row["model"]: row["status"] for row in rows}
+    assert status == {"deit-tiny": "ok", broken_folder: "failed", "dino-vits16": "ok"}
+    failed = next(row for row in rows if row["status"] == "failed")
+    assert "BadInputError" in failed["error"]
+    out = tmp_path / "cmp"
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+
+    data = json.loads((out / "results.json").read_text())
+    models = data["models"]
+    with open(out / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    markdown = (out / "report.md").read_text()
+    md_rows = [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [m["model"] for m in models] == [r["model"] for r in table] == [r.split(" | ")[0][2:] for r in md_rows]
+    assert models[-1]["status"] == "failed"  # failed models sort last
+    for model, row, line in zip(models, table, md_rows):
+        assert row["status"] == model["status"]
+        if model["status"] != "ok":
+            assert model["error"] in line
+            continue
+        assert float(row["accuracy"]) == pytest.approx(model["accuracy"])
+        assert float(row["gflops"]) == pytest.approx(model["gflops"])
+        assert f"{model['accuracy']:.4f}" in line and f"{model['gflops']:.4f}" in line
+        assert row["pareto"] == str(model["pareto"])
+        assert line.rstrip(" |").split(" | ")[13] == ("*" if model["pareto"] else "")
+        # published numbers come from the spec, labelled as such
+        assert model["published_license"] == "apache-2.0" and model["published_params"]
+    assert models[0]["pareto"] is True  # the most accurate model is always on the front
+    deit = next(m for m in models if m["model"] == "deit-tiny")
+    assert deit["published_imagenet_top1"] == 72.2
+    assert "published imagenet_top1" in markdown and data["settings"]["protocol"] == "knn"
+    assert data["environment"]["torch"] and "## Versions" in markdown
+
+
+def test_an_interrupted_compare_resumes_without_recomputing(tiny_hub, tmp_path, monkeypatch):
+    calls = []
+    real = compare.evaluate_model
+
+    def counting(name, config, splits):
+        calls.append(name)
+        if name == "dino-vits16" and os.environ.get("INTERRUPT_COMPARE") == "1":
+            raise KeyboardInterrupt
+        return real(name, config, splits)
+
+    monkeypatch.setattr(compare, "evaluate_model", counting)
+    config = knn_config(tmp_path, "deit-tiny,dino-vits16,beit-base")
+    monkeypatch.setenv("INTERRUPT_COMPARE", "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(config, progress=False, echo=lambda _: None)
+    assert calls == ["deit-tiny", "dino-vits16"]
+    saved = json.loads((tmp_path / "cmp" / "models" / "deit-tiny.json").read_text())
+    assert saved["status"] == "ok"
+
+    monkeypatch.setenv("INTERRUPT_COMPARE", "0")
+    calls.clear()
+    rows = run_compare(config, progress=False, echo=lambda _: None)
+    assert calls == ["dino-vits16", "beit-base"]  # deit-tiny was not recomputed
+    assert next(r for r in rows if r["model"] == "deit-tiny")["accuracy"] == saved["accuracy"]
+    calls.clear()
+    run_compare(config, progress=False, echo=lambda _: None)
+    assert calls == []
+    calls.clear()
+    run_compare(knn_config(tmp_path, "deit-tiny", k=3), progress=False, echo=lambda _: None)
+    assert calls == ["deit-tiny"]  # other settings: measured again
+
+
+def test_bad_input_is_a_clear_error(tiny_hub, tmp_path):
+    with pytest.raises(BadInputError, match="empty"):
+        resolve_models(" , ")
+    with pytest.raises(BadInputError, match="deit-tiny"):
+        resolve_models("deit-tinyy")
+    with pytest.raises(BadInputError, match="matches no registered model"):
+        resolve_models("nothing-*")
+    assert resolve_models("deit-tiny,deit-s*,deit-tiny") == ["deit-tiny", "deit-small", "deit-small-distilled"]
+    with pytest.raises(BadInputError, match="k=100"):
+        run_compare(knn_config(tmp_path, "deit-tiny", k=100), progress=False)
+    with pytest.raises(BadInputError, match="protocol"):
+        run_compare(knn_config(tmp_path, "deit-tiny", protocol="zeroshot"), progress=False)
+    with pytest.raises(BadInputError, match="--scratch"):
+        run_compare(knn_config(tmp_path, "deit-tiny", config_overrides=TINY), progress=False)
+    assert cli_main(["compare", "--models", "", "--output-dir", str(tmp_path / "x")]) == 2
+
+
+def test_cli_scratch_finetune_and_defaults(tmp_path, capsys):
+    out = tmp_path / "ft"
+    code = cli_main(
+        [
+            "compare",
+            "--models",
+            "deit-tiny",
+            "--scratch",
+            "--epochs",
+            "1",
+            "--image-size",
+            "16",
+            "--config-overrides",
+            TINY,
+            "--max-train-samples",
+            "64",
+            "--max-eval-samples",
+            "32",
+            "--batch-size",
+            "32",
+            "--num-workers",
+            "0",
+            "--no-progress",
+            "--output-dir",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "deit-tiny" in printed and "train img/s" in printed
+    row = json.loads((out / "results.json").read_text())["models"][0]
+    assert row["status"] == "ok" and row["train_images_per_second"] > 0 and row["pretrained"] is False
+    assert (out / "runs" / "deit-tiny" / "model").is_dir() and row["image_size"] == 16
+    assert "vitzoo compare" in (out / "report.md").read_text()
+
+    defaults = CompareConfig(scratch=True).resolved()
+    assert defaults.protocol == "finetune" and defaults.image_size == 16 and defaults.epochs == 3
+    assert defaults.config_overrides == compare.SCRATCH_OVERRIDES and defaults.batch_size == 32
+    families = {vitzoo.registry.get_spec(name).family for name in defaults.models}
+    assert len(families) >= 3
+    assert CompareConfig(protocol="linear").resolved().epochs == compare.LINEAR_EPOCHS

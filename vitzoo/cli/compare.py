@@ -1,0 +1,124 @@
+"""`vitzoo compare`: several models on one dataset, quality and cost measured the same way, one report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from vitzoo.compare import DEFAULT_MODELS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
+from vitzoo.report import SORTABLE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    scratch = ", ".join(f"{key.replace('_', '-')} {value}" for key, value in SCRATCH_DEFAULTS.items())
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare models on one dataset: accuracy, GFLOPs, speed, memory, one report",
+        description="Measure several models the same way on this machine: quality by a protocol (k-NN or "
+        "linear probe on frozen features, or a fine-tune), parameters, forward GFLOPs (torch's FLOP counter), "
+        "inference images/s, batch-1 latency, peak memory, and for fine-tuning training images/s, beside each "
+        "checkpoint's published numbers. Writes results.json, results.csv, report.md and two plots to "
+        "--output-dir; each finished model is saved at once, so a rerun resumes where it stopped. "
+        f"With --scratch and no other flags: {scratch}, on {', '.join(DEFAULT_MODELS)}.",
+        epilog="example: vitzoo compare --dataset digits --scratch   |   "
+        "vitzoo compare --models 'deit-*,dino-vits16' --dataset digits --protocol knn",
+    )
+    parser.add_argument(
+        "--models",
+        help="comma-separated registry names (wildcards like 'deit-*'), local model folders or timm names "
+        f"(default: {','.join(DEFAULT_MODELS)})",
+    )
+    parser.add_argument(
+        "--dataset", default="digits", help="'digits' (bundled), an image folder, a CSV/JSONL or a Hub id"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="knn: weighted k-NN on frozen features; linear: linear probe on frozen features; finetune: the "
+        "fine-tuning recipe, a run folder per model in OUTPUT_DIR/runs (default: finetune with --scratch, else knn)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="fine-tuning epochs (default 3) or linear-probe epochs (default 100)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="input size for every model (default 16 with --scratch, else each model's own)"
+    )
+    parser.add_argument(
+        "--scratch",
+        action="store_true",
+        help="random weights from the registry's architectures (said so in the report)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch size of feature extraction, fine-tuning and the throughput measurement (default 32 with --scratch, else 64)",
+    )
+    parser.add_argument("--device", help="where to run: cpu, cuda, cuda:1 (default: cuda where available, else cpu)")
+    parser.add_argument(
+        "--config-overrides",
+        help="architecture changes applied to every model, needs --scratch, e.g. hidden_size=64,num_hidden_layers=4,patch_size=4 "
+        f"(default with --scratch: {SCRATCH_DEFAULTS['config_overrides']})",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default="runs/compare",
+        help="report folder (default runs/compare); models/ holds one result per model",
+    )
+    parser.add_argument("--k", type=int, default=20, help="neighbours of the k-NN protocol (default 20, DINO's)")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help="fine-tuning peak learning rate (default 1e-3 with --scratch, else the recipe's)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, help="data-loading processes (default: the recipe's for finetune, 0 for features)"
+    )
+    parser.add_argument("--max-train-samples", type=int, help="use at most this many training images")
+    parser.add_argument("--max-eval-samples", type=int, help="use at most this many evaluation images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random init, data order and probes")
+    parser.add_argument(
+        "--sort-by", default="accuracy", choices=SORTABLE, help="column the report is sorted by (default accuracy)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (the per-model lines and the table still print)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = CompareConfig(
+        models=args.models,
+        dataset=args.dataset,
+        protocol=args.protocol,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        scratch=args.scratch,
+        batch_size=args.batch_size,
+        device=args.device,
+        config_overrides=args.config_overrides,
+        output_dir=args.output_dir,
+        k=args.k,
+        seed=args.seed,
+        max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+        num_workers=args.num_workers,
+        learning_rate=args.learning_rate,
+        sort_by=args.sort_by,
+        command=_command(args),
+    )
+    rows = run_compare(config, progress=not args.no_progress)
+    return 0 if any(row.get("status") == "ok" for row in rows) else 1
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line as typed (or, when called in-process, rebuilt from the parsed flags)."""
+    if sys.argv[1:2] == ["compare"]:
+        return shlex.join(["vitzoo", *sys.argv[1:]])
+    parts = ["vitzoo", "compare"]
+    for key, value in vars(args).items():
+        if key in ("func", "command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)

@@ -1,0 +1,329 @@
+"""Comparison reports: results.json / results.csv / report.md, two plots, and a terminal table.
+
+    >>> pareto_front([(0.9, 100.0), (0.8, 200.0), (0.7, 150.0)])   # accuracy vs images/s, both maximised
+    [True, True, False]
+
+The rows are the flat dicts of `vitzoo.compare.run_compare`; the same rows (sorted) go to every
+file, so the JSON, the CSV and the markdown table always agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from vitzoo.errors import BadInputError
+from vitzoo.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from vitzoo.compare import CompareConfig
+
+__all__ = ["COLUMNS", "pareto_front", "plot", "sort_rows", "terminal_table", "to_csv", "to_markdown", "write_report"]
+
+# (key, header, format) of the main table; published_* columns follow, then the error
+COLUMNS: list[tuple[str, str, str]] = [
+    ("model", "model", "{}"),
+    ("family", "family", "{}"),
+    ("status", "status", "{}"),
+    ("accuracy", "top-1", "{:.4f}"),
+    ("top5", "top-5", "{:.4f}"),
+    ("macro_f1", "macro F1", "{:.4f}"),
+    ("params", "params (M)", "{:.2f}"),
+    ("gflops", "GFLOPs", "{:.4f}"),
+    ("images_per_second", "infer img/s", "{:.1f}"),
+    ("latency_p50_ms", "lat p50 ms", "{:.2f}"),
+    ("latency_p90_ms", "lat p90 ms", "{:.2f}"),
+    ("peak_memory_mb", "peak mem MB", "{:.1f}"),
+    ("train_images_per_second", "train img/s", "{:.1f}"),
+    ("pareto", "Pareto", "{}"),
+]
+# ascending sorts; every other metric sorts descending (best first)
+LOWER_IS_BETTER = {"gflops", "params", "latency_p50_ms", "latency_p90_ms", "peak_memory_mb"}
+SORTABLE = ("accuracy", "top5", "macro_f1", "images_per_second", "train_images_per_second", *sorted(LOWER_IS_BETTER))
+
+
+def _number(value: Any) -> float | None:
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else None
+    )
+
+
+def pareto_front(points: Sequence[tuple[Any, Any]], maximize: tuple[bool, bool] = (True, True)) -> list[bool]:
+    """Which (a, b) points no other point dominates (at least as good in both, better in one).
+
+    `maximize` says per coordinate whether larger is better. Points with a missing or
+    non-finite coordinate are never on the front. Equal points are all on it.
+    """
+    signs = [1.0 if up else -1.0 for up in maximize]
+    clean = [
+        (signs[0] * a, signs[1] * b) if (a := _number(p[0])) is not None and (b := _number(p[1])) is not None else None
+        for p in points
+    ]
+    front = []
+    for i, point in enumerate(clean):
+        if point is None:
+            front.append(False)
+            continue
+        dominated = any(
+            other is not None and j != i and other[0] >= point[0] and other[1] >= point[1] and other != point
+            for j, other in enumerate(clean)
+        )
+        front.append(not dominated)
+    return front
+
+
+def sort_rows(rows: Sequence[dict[str, Any]], sort_by: str = "accuracy") -> list[dict[str, Any]]:
+    """Rows sorted by `sort_by` (best first; failed and missing values last), `pareto` marked
+    (accuracy vs inference images/s, among the finished models)."""
+    if sort_by not in SORTABLE:
+        raise BadInputError(f"cannot sort by {sort_by!r}; choose one of {', '.join(SORTABLE)}")
+    front = pareto_front([(row.get("accuracy"), row.get("images_per_second")) for row in rows])
+    marked = [{**row, "pareto": bool(on) and row.get("status") == "ok"} for row, on in zip(rows, front)]
+    sign = 1.0 if sort_by in LOWER_IS_BETTER else -1.0
+
+    def key(row: dict[str, Any]) -> tuple[int, float, str]:
+        value = _number(row.get(sort_by))
+        return (value is None or row.get("status") != "ok", sign * value if value is not None else 0.0, row["model"])
+
+    return sorted(marked, key=key)
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if key == "params" and _number(value) is not None:
+        value = value / 1e6
+    if key == "pareto":
+        return "*" if value else ""
+    if value is None or value == "":
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _published_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(key for key in row if key.startswith("published_") and key not in keys)
+    return keys
+
+
+def _published_cell(value: Any, key: str) -> str:
+    if value is None or value == "":
+        return "-"
+    if key == "published_params" and _number(value) is not None:
+        return f"{value / 1e6:.1f}M"
+    return str(value)
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    published = _published_keys(rows)
+    headers = [header for _, header, _ in COLUMNS] + [f"{k.replace('published_', 'published ')}" for k in published]
+    headers.append("error")
+    body = []
+    for row in rows:
+        cells = [_cell(row, key, fmt) for key, _, fmt in COLUMNS]
+        cells += [_published_cell(row.get(key), key) for key in published]
+        cells.append(row.get("error") or "")
+        body.append(cells)
+    return headers, body
+
+
+def terminal_table(rows: Sequence[dict[str, Any]], sort_by: str = "accuracy") -> str:
+    """The main columns as aligned text (published numbers after them), sorted, Pareto marked *."""
+    headers, body = _table(sort_rows(rows, sort_by))
+    widths = [
+        max(len(header), *(len(cells[i]) for cells in body)) if body else len(header)
+        for i, header in enumerate(headers)
+    ]
+    lines = ["  ".join(header.ljust(width) for header, width in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() for cells in body]
+    return "\n".join(lines)
+
+
+def csv_fields(rows: Sequence[dict[str, Any]]) -> list[str]:
+    fields = [key for key, _, _ in COLUMNS]
+    for row in rows:
+        fields.extend(key for key in row if key not in fields and key != "settings")
+    return fields
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Every field of every row (settings left out), raw values (params as a count, not millions)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=csv_fields(rows), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in writer.fieldnames})
+    return buffer.getvalue()
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    headers, body = _table(rows)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], x_key: str, path: str, *, x_label: str, maximize_x: bool, title: str) -> None:
+    """Accuracy (y) against `x_key` for the finished models, each point labelled, the Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    points = [(row, _number(row.get(x_key)), _number(row.get("accuracy"))) for row in rows if row.get("status") == "ok"]
+    points = [(row, x, y) for row, x, y in points if x is not None and y is not None]
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
+    if points:
+        scale = 1e6 if x_key == "params" else 1.0
+        xs = [x / scale for _, x, _ in points]
+        ys = [y * 100 for _, _, y in points]
+        front = pareto_front([(y, x) for x, y in zip(xs, ys)], maximize=(True, maximize_x))
+        axes.scatter(xs, ys, c=["tab:red" if on else "tab:blue" for on in front], zorder=3)
+        for (row, _, _), x, y in zip(points, xs, ys):
+            axes.annotate(row["model"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        on_front = sorted((x, y) for x, y, on in zip(xs, ys, front) if on)
+        if on_front:
+            axes.plot(
+                [x for x, _ in on_front],
+                [y for _, y in on_front],
+                "--",
+                color="tab:red",
+                zorder=2,
+                label="Pareto front",
+            )
+            axes.legend(loc="lower right" if maximize_x else "lower left")
+        if max(xs) > 20 * max(min(xs), 1e-12):
+            axes.set_xscale("log")
+        pad = max(1.0, (max(ys) - min(ys)) * 0.15)
+        axes.set_ylim(min(ys) - pad, min(100.0, max(ys) + pad) + 0.5)
+    else:
+        axes.text(0.5, 0.5, "no finished model", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _versions() -> dict[str, Any]:
+    from vitzoo.training.engine import environment
+
+    return {**environment(), "platform": platform.platform(), "load_average": _load_average()}
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def write_report(rows: Sequence[dict[str, Any]], config: CompareConfig) -> dict[str, str]:
+    """Write results.json, results.csv, report.md and the two plots into `config.output_dir`;
+    return {what: path}."""
+    import torch
+
+    directory = config.output_dir
+    ordered = sort_rows(rows, config.sort_by)
+    versions = _versions()
+    versions["torch_threads"] = torch.get_num_threads()
+    settings = config.settings()
+    paths = {
+        name: os.path.join(directory, name)
+        for name in ("results.json", "results.csv", "report.md", "accuracy_vs_throughput.png", "accuracy_vs_params.png")
+    }
+    title = f"{config.dataset}, {config.protocol}" + (", random init (--scratch)" if config.scratch else "")
+    atomic_write_json(
+        paths["results.json"],
+        {
+            "command": config.command,
+            "settings": settings,
+            "sort_by": config.sort_by,
+            "defaults_applied": config.defaults_applied,
+            "environment": versions,
+            "models": [{key: value for key, value in row.items() if key != "settings"} for row in ordered],
+        },
+    )
+    atomic_write_text(paths["results.csv"], to_csv(ordered))
+    plot(
+        ordered,
+        "images_per_second",
+        paths["accuracy_vs_throughput.png"],
+        x_label=f"inference images/s (batch {config.batch_size}, {config.device})",
+        maximize_x=True,
+        title=f"accuracy vs throughput: {title}",
+    )
+    plot(
+        ordered,
+        "params",
+        paths["accuracy_vs_params.png"],
+        x_label="parameters (M)",
+        maximize_x=False,
+        title=f"accuracy vs parameters: {title}",
+    )
+    failed = [row for row in ordered if row.get("status") != "ok"]
+    defaults = ", ".join(f"{key}={value}" for key, value in config.defaults_applied.items()) or "none"
+    memory_methods = sorted({row.get("peak_memory_method") for row in ordered if row.get("peak_memory_method")})
+    lines = [
+        f"# vitzoo compare: {title}",
+        "",
+        f"Sorted by **{config.sort_by}**; `*` marks the Pareto front of top-1 accuracy vs inference images/s "
+        "(no other model is both more accurate and faster). Columns named *published* are the registry's "
+        "reference numbers for the released checkpoint, not measured here.",
+        "",
+        to_markdown(ordered),
+        "",
+        f"{len(ordered) - len(failed)} of {len(ordered)} models finished"
+        + (f"; failed: {', '.join(r['model'] for r in failed)}" if failed else "")
+        + ".",
+        "",
+        "## How it was measured",
+        "",
+        f"- quality: protocol **{config.protocol}** on the eval split of `{config.dataset}` (top-1, top-5, macro F1)"
+        + (f", {config.epochs} epochs" if config.protocol != "knn" else f", k={config.k}")
+        + ".",
+        f"- image size: {config.image_size or 'each model’s own'}; weights: "
+        + ("random init (`--scratch`)" if config.scratch else "pretrained")
+        + "; config overrides: "
+        + f"`{config.config_overrides or 'none'}`.",
+        f"- defaults filled in for this run: {defaults}.",
+        "- GFLOPs: forward of one image, counted by `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per "
+        "multiply-accumulate of matmuls/convolutions/attention; elementwise ops not counted).",
+        f"- throughput: forward images/s at batch {config.batch_size}; latency: batch-1 forward p50/p90; both under "
+        f"`torch.no_grad` on `{config.device}` ({versions['torch_threads']} torch threads), after warm-up.",
+        f"- peak memory: {', '.join(memory_methods) or '-'} (CUDA: `max_memory_allocated` of a forward at the "
+        "throughput batch; CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before it).",
+        "- training images/s (finetune): the recipe's own figure over the whole run.",
+        f"- machine load average (1/5/15 min) when the report was written: {versions['load_average']}; timings "
+        "on a shared machine are noisy.",
+        "",
+        "## Command",
+        "",
+        "```bash",
+        config.command or "(called from Python: vitzoo.compare.run_compare)",
+        "```",
+        "",
+        "## Versions",
+        "",
+        *(f"- {key}: {value}" for key, value in versions.items() if key != "load_average"),
+        "",
+        "![accuracy vs throughput](accuracy_vs_throughput.png)",
+        "![accuracy vs params](accuracy_vs_params.png)",
+        "",
+    ]
+    atomic_write_text(paths["report.md"], "\n".join(lines))
+    return paths
