@@ -1,0 +1,45 @@
+"""`vitzoo bench` on a tiny model: every figure present and consistent with its definition."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vitzoo import bench
+from vitzoo.cli import main
+from vitzoo.measure import count_flops
+
+
+def test_bench_model_figures_agree(tiny_hub):
+    peak = 1e12
+    result = bench.bench_model("deit-small", batch_size=4, image_size=16, device=torch.device("cpu"),
+                               min_seconds=0.05, peak_flops=peak)
+    for key in ("predict_images_per_second", "transformers_images_per_second", "timm_images_per_second",
+                "pipeline_images_per_second", "train_images_per_second", "data_images_per_second", "predict_latency_ms"):
+        assert result[key] > 0, key
+    assert result["predict_vs_raw"] == pytest.approx(result["predict_images_per_second"] / result["transformers_images_per_second"])
+    assert result["predict_vs_pipeline"] == pytest.approx(result["predict_images_per_second"] / result["pipeline_images_per_second"])
+    flops = result["gflops_per_image"] * 1e9
+    assert result["inference_mfu"] == pytest.approx(flops * result["transformers_images_per_second"] / peak)
+    assert result["train_mfu"] == pytest.approx(3 * flops * result["train_images_per_second"] / peak)
+    import vitzoo
+
+    model = vitzoo.load("deit-small", pretrained=False, image_size=16).model
+    assert flops == count_flops(lambda x: model(pixel_values=x).logits, 16, model)
+
+
+def test_peak_matmul_is_a_rate():
+    rate = bench.peak_matmul_flops(torch.device("cpu"), torch.float32, size=128, min_seconds=0.05)
+    assert 1e6 < rate < 1e14
+
+
+def test_cli_writes_json_and_table(tiny_hub, tmp_path, capsys):
+    output, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["bench", "--models", "deit-tiny", "--batch-sizes", "2", "--image-sizes", "16", "--min-seconds", "0.02",
+                 "--no-pipeline", "--no-data", "--output", str(output), "--markdown", str(table)]) == 0
+    data = json.loads(output.read_text())
+    assert data["results"][0]["model"] == "deit-tiny" and data["peak_matmul_gflops"] > 0
+    assert "| deit-tiny | 2 | 16 |" in capsys.readouterr().out and "| deit-tiny | 2 | 16 |" in table.read_text()
+    assert main(["bench", "--models", "deit-smal"]) == 2

@@ -1,0 +1,260 @@
+"""`vitzoo bench`: how fast vitzoo turns this machine into predictions and trained models, against
+its peers and against the machine's own limit, all measured in one run on one device.
+
+For each model, batch size and image size:
+
+* inference images/s of `ZooModel.predict` on decoded images (preprocessing included), of the raw
+  transformers model and of the raw timm model on ready tensors, and of
+  `transformers.pipeline("image-classification")` on the same decoded images, with ratios;
+* batch-1 latency of `ZooModel.predict`;
+* training-step images/s (forward, backward, AdamW step, as the fine-tuning recipe runs it) and
+  the data pipeline's images/s (decode + augment + collate with the default workers), so a user
+  sees which one bounds a run;
+* model FLOPs utilisation (MFU): forward FLOPs counted by torch's FlopCounterMode x images/s
+  (training counted as 3x forward) over the peak matrix-multiply FLOP/s measured in the same run,
+  on the same device and dtype.
+
+Weights are random (speed does not depend on them), so the benchmark needs no download.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+import vitzoo
+from vitzoo.measure import count_flops, latency, throughput
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step: Callable[[], Any], device: torch.device, *, warmup: int, min_seconds: float, min_iters: int) -> float:
+    """Seconds per call of `step`, after `warmup` calls, over at least `min_iters` calls and `min_seconds`."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    start, done = time.perf_counter(), 0
+    while done < min_iters or time.perf_counter() - start < min_seconds:
+        step()
+        done += 1
+    _sync(device)
+    return (time.perf_counter() - start) / done
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, min_seconds: float = 1.0) -> float:
+    """FLOP/s of a plain square matrix multiply: the machine's practical limit for this dtype."""
+    size = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = _timed(lambda: a @ b, device, warmup=2, min_seconds=min_seconds, min_iters=3)
+    return 2 * size**3 / seconds
+
+
+def sample_images(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Decoded photos of natural sizes (scikit-learn's bundled samples, cropped at random)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    rng = np.random.default_rng(seed)
+    out = []
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        top, left = rng.integers(0, 60), rng.integers(0, 60)
+        out.append(np.ascontiguousarray(photo[top : top + 360, left : left + 480]))
+    return out
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def bench_model(
+    name: str,
+    *,
+    batch_size: int,
+    image_size: int,
+    device: torch.device,
+    dtype: str = "fp32",
+    compile: bool = False,
+    channels_last: bool = False,
+    min_seconds: float = 2.0,
+    peak_flops: float | None = None,
+    include_pipeline: bool = True,
+    include_training: bool = True,
+    include_data: bool = True,
+) -> dict[str, Any]:
+    """Every figure above for one model at one batch and image size."""
+    torch_dtype = DTYPES[dtype]
+    zoo = vitzoo.load(name, pretrained=False, image_size=image_size, device=device)
+    model = zoo.model.eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward_model = torch.compile(model) if compile else model
+
+    def hf_forward(pixels: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, torch_dtype):
+            return forward_model(pixel_values=pixels).logits
+
+    result: dict[str, Any] = {"model": name, "batch_size": batch_size, "image_size": image_size, "device": str(device),
+                              "dtype": dtype, "compile": compile, "params": zoo.num_params}
+    flops = count_flops(lambda x: model(pixel_values=x).logits, image_size, model)
+    result["gflops_per_image"] = flops / 1e9
+    iters = dict(warmup=2, iters=3, min_seconds=min_seconds)
+    result["transformers_images_per_second"] = throughput(hf_forward, image_size, model, batch_size=batch_size, **iters)
+
+    images = sample_images(batch_size)
+    zoo.model = forward_model  # predict runs the same (possibly compiled) module
+
+    def predict() -> Any:
+        with _autocast(device, torch_dtype):
+            return zoo.predict(images, top_k=5)
+
+    with torch.no_grad():
+        result["predict_images_per_second"] = batch_size / _timed(predict, device, warmup=1, min_seconds=min_seconds, min_iters=3)
+    one = images[:1]
+    with torch.no_grad():
+        result["predict_latency_ms"] = 1000 * _timed(lambda: zoo.predict(one), device, warmup=2, min_seconds=min_seconds / 2, min_iters=5)
+    result["transformers_latency"] = latency(hf_forward, image_size, model, iters=10)
+
+    spec = zoo.spec
+    if spec.timm_name:
+        timm_zoo = vitzoo.load(name, pretrained=False, backend="timm", image_size=image_size, device=device)
+        timm_model = timm_zoo.model.eval()
+        timm_forward_model = torch.compile(timm_model) if compile else timm_model
+
+        def timm_forward(pixels: torch.Tensor) -> torch.Tensor:
+            with _autocast(device, torch_dtype):
+                return timm_forward_model(pixels)
+
+        result["timm_images_per_second"] = throughput(timm_forward, image_size, timm_model, batch_size=batch_size, **iters)
+    if include_pipeline:
+        result["pipeline_images_per_second"] = _pipeline_rate(zoo, model, images, batch_size, device, min_seconds)
+    if include_training:
+        result["train_images_per_second"] = _train_rate(zoo, batch_size, device, torch_dtype, compile, min_seconds)
+    if include_data:
+        result["data_images_per_second"] = data_pipeline_rate(zoo, batch_size, min_seconds)
+
+    raw_best = max(result["transformers_images_per_second"], result.get("timm_images_per_second", 0.0))
+    result["predict_vs_raw"] = result["predict_images_per_second"] / result["transformers_images_per_second"]
+    result["predict_vs_fastest_raw"] = result["predict_images_per_second"] / raw_best
+    if "pipeline_images_per_second" in result:
+        result["predict_vs_pipeline"] = result["predict_images_per_second"] / result["pipeline_images_per_second"]
+    if peak_flops:
+        result["peak_matmul_gflops"] = peak_flops / 1e9
+        result["inference_mfu"] = flops * result["transformers_images_per_second"] / peak_flops
+        if "train_images_per_second" in result:
+            result["train_mfu"] = 3 * flops * result["train_images_per_second"] / peak_flops
+    if "data_images_per_second" in result and "train_images_per_second" in result:
+        result["data_vs_train"] = result["data_images_per_second"] / result["train_images_per_second"]
+    return result
+
+
+def _pipeline_rate(zoo, model, images, batch_size: int, device: torch.device, min_seconds: float) -> float:
+    """`transformers.pipeline("image-classification")` on the same decoded images."""
+    import transformers
+    from PIL import Image
+
+    data = zoo.preprocessor.to_image_processor_dict()
+    processor_class = getattr(transformers, data.pop("image_processor_type"))
+    classifier = transformers.pipeline(
+        "image-classification", model=model, image_processor=processor_class(**data), device=device
+    )
+    pil_images = [Image.fromarray(image) for image in images]
+    return batch_size / _timed(lambda: classifier(pil_images, batch_size=batch_size, top_k=5), device,
+                               warmup=1, min_seconds=min_seconds, min_iters=2)
+
+
+def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool, min_seconds: float) -> float:
+    """Images/s of the fine-tuning recipe's step: normalise, forward, loss, backward, clip, AdamW."""
+    from vitzoo.data import normalize_batch
+    from vitzoo.training.optim import build_optimizer
+
+    train_zoo = vitzoo.load(zoo.spec.name if zoo.spec.family != "timm" else zoo.spec.timm_name, pretrained=False,
+                            num_labels=10, image_size=zoo.image_size, device=device)
+    model = train_zoo.model.train()
+    step_model = torch.compile(model) if compile else model
+    optimizer = build_optimizer(model, learning_rate=1e-4, weight_decay=0.05, layer_decay=None,
+                                depth=train_zoo.spec.architecture.depth)
+    images = torch.randint(0, 256, (batch_size, 3, zoo.image_size, zoo.image_size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (batch_size,), device=device)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step() -> None:
+        pixels = normalize_batch(images, train_zoo.spec.preprocessing)
+        with _autocast(device, dtype):
+            loss = criterion(step_model(pixel_values=pixels).logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return batch_size / _timed(step, device, warmup=2, min_seconds=min_seconds, min_iters=3)
+
+
+def data_pipeline_rate(zoo, batch_size: int, min_seconds: float, num_workers: int | None = None) -> float:
+    """Images/s the training data pipeline delivers (PNG decode + augment + collate) with the
+    default worker count, on photos stored as files like a real image-folder dataset."""
+    import os
+    import tempfile
+
+    from PIL import Image
+
+    from vitzoo.data import load_splits, make_loader, train_transform
+
+    with tempfile.TemporaryDirectory() as folder:
+        for index, image in enumerate(sample_images(2 * batch_size)):
+            label = f"class{index % 2}"
+            os.makedirs(os.path.join(folder, label), exist_ok=True)
+            Image.fromarray(image).save(os.path.join(folder, label, f"{index}.jpg"), quality=90)
+        splits = load_splits(folder, val_fraction=0.1, seed=0)
+        loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=False,
+                             transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size, auto_augment="rand"),
+                             persistent_workers=True)
+        count, start = 0, None
+        deadline = None
+        while deadline is None or time.perf_counter() < deadline:
+            for images, _ in loader:
+                if start is None:  # the first batch pays for starting the workers
+                    start, deadline = time.perf_counter(), time.perf_counter() + min_seconds
+                    continue
+                count += images.shape[0]
+            if count and time.perf_counter() >= deadline:
+                break
+        return count / (time.perf_counter() - start)
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The README's table: one row per model and setting, every ratio the issue asks for."""
+    columns = [
+        ("model", "model", "{}"),
+        ("batch_size", "batch", "{}"),
+        ("image_size", "size", "{}"),
+        ("dtype", "dtype", "{}"),
+        ("predict_images_per_second", "predict img/s", "{:.1f}"),
+        ("transformers_images_per_second", "raw HF img/s", "{:.1f}"),
+        ("timm_images_per_second", "raw timm img/s", "{:.1f}"),
+        ("pipeline_images_per_second", "pipeline img/s", "{:.1f}"),
+        ("predict_vs_fastest_raw", "predict / fastest raw", "{:.2f}x"),
+        ("predict_vs_pipeline", "predict / pipeline", "{:.2f}x"),
+        ("predict_latency_ms", "predict b1 ms", "{:.1f}"),
+        ("train_images_per_second", "train img/s", "{:.1f}"),
+        ("data_vs_train", "data / train", "{:.2f}x"),
+        ("inference_mfu", "inference MFU", "{:.0%}"),
+        ("train_mfu", "train MFU", "{:.0%}"),
+    ]
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in results:
+        cells = [fmt.format(row[key]) if row.get(key) is not None else "-" for key, _, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

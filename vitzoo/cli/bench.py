@@ -1,0 +1,78 @@
+"""`vitzoo bench`: speed against peers and against the machine's matrix-multiply peak."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from vitzoo.errors import BadInputError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure inference, training and data speed against peers and the machine's peak",
+        description="For each model, batch size and image size, in one run on one device: images/s of "
+        "ZooModel.predict (preprocessing included), of the raw transformers and timm models and of "
+        "transformers.pipeline, with ratios; batch-1 latency; training-step and data-pipeline images/s; "
+        "and MFU against the peak matrix-multiply FLOP/s measured in the same run. Weights are random.",
+    )
+    parser.add_argument("--models", default="deit-tiny,deit-small", help="comma-separated registry names")
+    parser.add_argument("--batch-sizes", type=_ints, default=[32], help="comma-separated batch sizes (default 32)")
+    parser.add_argument("--image-sizes", type=_ints, default=[224], help="comma-separated image sizes (default 224)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (bf16 on GPUs)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers.pipeline peer")
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
+    parser.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
+    parser.add_argument("--output", default=None, help="write every figure as JSON to this file")
+    parser.add_argument("--markdown", default=None, help="write the table as markdown to this file")
+    parser.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from vitzoo import bench
+    from vitzoo.io import atomic_write_json, atomic_write_text
+    from vitzoo.registry import get_spec
+
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if not names:
+        raise BadInputError("--models is empty")
+    for name in names:
+        get_spec(name)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = bench.DTYPES[args.dtype]
+    print(f"measuring the peak {args.dtype} matmul on {device} ...", file=sys.stderr, flush=True)
+    peak = bench.peak_matmul_flops(device, dtype)
+    print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s", file=sys.stderr, flush=True)
+    results = []
+    for name in names:
+        for batch_size in args.batch_sizes:
+            for image_size in args.image_sizes:
+                print(f"bench {name} batch {batch_size} size {image_size} ...", file=sys.stderr, flush=True)
+                results.append(bench.bench_model(
+                    name, batch_size=batch_size, image_size=image_size, device=device, dtype=args.dtype,
+                    compile=args.compile, channels_last=args.channels_last, min_seconds=args.min_seconds,
+                    peak_flops=peak, include_pipeline=not args.no_pipeline, include_training=not args.no_train,
+                    include_data=not args.no_data,
+                ))
+    table = bench.markdown_table(results)
+    print(f"peak {args.dtype} matmul on {device}: {peak / 1e9:.1f} GFLOP/s; threads: {torch.get_num_threads()}")
+    print(table)
+    if args.output:
+        atomic_write_json(args.output, {"peak_matmul_gflops": peak / 1e9, "device": str(device), "results": results})
+    if args.markdown:
+        atomic_write_text(args.markdown, table + "\n")
+    return 0
