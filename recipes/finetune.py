@@ -59,6 +59,10 @@ MODES = [
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(FinetuneArguments, argv, description=__doc__)
+    if args.push_to_hub:
+        from vitzoo.publish import check_push
+
+        check_push(args.hub_model_id)  # a bad repo id or a missing token stops here, not after training
     accelerator = make_accelerator(args)
     banner("fine-tuning", MODES, accelerator)
     set_seed(args.seed)
@@ -228,6 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
         "environment": environment(),
     }
     run.save_results(results)
+    if args.push_to_hub and accelerator.is_main_process:
+        from vitzoo.publish import push_run
+
+        push_run(args.output_dir, args.hub_model_id, private=args.hub_private, revision=args.hub_revision)
     if args.report_to:
         accelerator.end_training()
     if accelerator.is_main_process:

@@ -79,6 +79,10 @@ class TrainingArguments:
     compile: bool = arg(False, "torch.compile the model")
     channels_last: bool = arg(False, "channels-last memory format for the input images and patch embedding")
     cpu: bool = arg(False, "train on the CPU even where a GPU exists (multi-process CPU runs use gloo)")
+    push_to_hub: bool = arg(False, "after training, publish model/ with a model card to the Hugging Face Hub (as `vitzoo push`); token from HF_TOKEN or `hf auth login`")
+    hub_model_id: str | None = arg(None, "Hub repository for --push-to-hub, as USER/NAME")
+    hub_private: bool = arg(False, "create the --push-to-hub repository as private")
+    hub_revision: str | None = arg(None, "branch for --push-to-hub (default: main)")
 
 
 @dataclass
@@ -120,3 +124,60 @@ def load_config_file(path: str, cls: type) -> dict[str, Any]:
     if unknown:
         raise BadInputError(f"{path}: unknown argument(s) {', '.join(unknown)}")
     return data
+
+
+@dataclass
+class DistillArguments(FinetuneArguments):
+    """Everything `recipes/distill.py` takes: the fine-tuning arguments, plus DeiT's teacher or DINO's
+    self-distillation (--method)."""
+
+    method: str = arg("deit", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images", choices=["deit", "dino"])
+    # DeiT
+    teacher: str | None = arg(None, "DeiT teacher: registry name, local model folder (e.g. a finetune run's model/) or timm model name (a CNN works)")
+    teacher_scratch: bool = arg(False, "random-init teacher with a fresh head for the dataset's classes (tests)")
+    teacher_backend: str | None = arg(None, "library that runs the teacher", choices=["transformers", "timm"])
+    distill_type: str = arg("hard", "none: labels only; soft: KL to the teacher at temperature tau; hard: CE to the teacher's argmax (DeiT)", choices=["none", "soft", "hard"])
+    alpha: float = arg(0.5, "weight of the distillation term (the label term gets 1 - alpha)")
+    tau: float = arg(1.0, "temperature of soft distillation")
+    label_map: str | None = arg(None, "how teacher classes match student classes: a JSON file {teacher: student} or teacher_name=student_name,...")
+    # DINO
+    out_dim: int = arg(65536, "DINO head output dimension (prototypes); small for small data")
+    head_hidden_dim: int = arg(2048, "DINO head MLP width")
+    head_bottleneck_dim: int = arg(256, "DINO head bottleneck before the weight-normed last layer")
+    local_crops: int = arg(8, "DINO: number of small local crops per image (2 global crops always)")
+    global_crop_scale: str = arg("0.4,1.0", "DINO: area range of the global crops")
+    local_crop_scale: str = arg("0.05,0.4", "DINO: area range of the local crops")
+    local_crop_size: int | None = arg(None, "DINO: local crop size (default: 96/224 of the image size, a multiple of the patch)")
+    momentum_teacher: float = arg(0.996, "DINO: EMA momentum of the teacher at the start (cosine to 1)")
+    teacher_temp: float = arg(0.04, "DINO: teacher temperature after warm-up")
+    warmup_teacher_temp: float = arg(0.04, "DINO: teacher temperature at the start")
+    warmup_teacher_temp_epochs: int = arg(0, "DINO: epochs of linear teacher-temperature warm-up")
+    student_temp: float = arg(0.1, "DINO: student temperature")
+    center_momentum: float = arg(0.9, "DINO: momentum of the centre of the teacher outputs")
+    weight_decay_end: float = arg(0.4, "DINO: weight decay at the end of its cosine schedule (from --weight-decay)")
+    freeze_last_layer: int = arg(1, "DINO: epochs during which the head's last layer is not updated")
+
+
+@dataclass
+class PretrainArguments(DataArguments, ModelArguments, TrainingArguments):
+    """Everything `recipes/pretrain.py` takes: masked image modelling on unlabelled images
+    (MAE, BEiT or SimMIM); the dataset's labels, if any, are ignored."""
+
+    method: str = arg("mae", "mae: masked autoencoder (pixels, encoder sees visible patches only); beit: visual-token prediction; simmim: L1 pixel regression with mask tokens", choices=["mae", "beit", "simmim"])
+    model: str | None = arg(None, "registry name or model folder (default per method: mae-base, beit-base-pt22k, vit-base-in21k)")
+    mask_ratio: float | None = arg(None, "share of patches masked, in (0, 1) (default: mae 0.75, beit 0.4, simmim 0.6)")
+    norm_pix_loss: bool = arg(True, "MAE: regress per-patch normalised pixels (the paper's better target)")
+    decoder_hidden_size: int | None = arg(None, "MAE decoder width (with --scratch; also decoder_hidden_size=... in --config-overrides)")
+    decoder_depth: int | None = arg(None, "MAE decoder blocks (with --scratch; decoder_num_hidden_layers=...)")
+    mask_patch_size: int | None = arg(None, "SimMIM: side of the square masking unit, a multiple of the patch size (default 2 x patch when it divides the image, else the patch)")
+    min_block_patches: int = arg(4, "BEiT: smallest masked block, in patches")
+    tokenizer: str | None = arg(None, "BEiT: a saved tokenizer folder (default: fit a k-means codebook on this dataset and save it with the run)")
+    tokenizer_vocab_size: int = arg(256, "BEiT: codes of the fitted k-means tokenizer (at most 8192; must equal the model's vocab_size)")
+    tokenizer_images: int = arg(2000, "BEiT: images whose patches the k-means tokenizer is fitted on")
+    tokenizer_iterations: int = arg(25, "BEiT: k-means (Lloyd) iterations")
+    blr: float = arg(1.5e-4, "base learning rate: lr = blr * total batch / 256 (MAE paper) unless --learning-rate is given")
+    learning_rate: float | None = arg(None, "absolute peak learning rate (overrides --blr scaling)")
+    warmup_ratio: float = arg(0.1, "share of all steps spent warming the learning rate up linearly")
+    hflip: float | None = arg(None, "probability of a horizontal flip (default 0.5; the source's default, 0 for digits)")
+    crop_scale: float = arg(0.2, "smallest area share of the random resized crop (MAE: 0.2)")
+    num_reconstructions: int = arg(4, "eval images drawn in reconstructions.png (0: no figure)")

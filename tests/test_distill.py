@@ -1,0 +1,262 @@
+"""Distillation: DeiT's loss (checked by hand and against timm's tasks), the recipe with a frozen
+teacher, and DINO's pieces (EMA teacher, centre, loss) and recipe, on tiny models and digits."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import timm
+import torch
+import transformers
+from timm.task import LogitDistillationTask, TokenDistillationTask
+from vitzoo.recipes import distill
+
+import vitzoo
+from vitzoo.objectives import dino
+from vitzoo.objectives.deit_distill import deit_distillation_loss, teacher_class_index
+
+OVERRIDES = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
+TINY = ["--scratch", "--config-overrides", OVERRIDES, "--image-size", "16", "--batch-size", "16", "--num-workers", "0",
+        "--max-train-samples", "96", "--max-eval-samples", "32", "--hflip", "0", "--log-steps", "1"]
+
+
+def logits_fixture():
+    torch.manual_seed(0)
+    return torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 3, 1, 4])
+
+
+def test_loss_matches_hand_computation_for_each_type():
+    cls, dist, teacher, labels = logits_fixture()
+
+    def ce(logits, target):  # by hand: -log softmax at the target, averaged
+        return -(logits - logits.exp().sum(1, keepdim=True).log())[torch.arange(4), target].mean()
+
+    base = ce(cls, labels)
+    assert torch.allclose(deit_distillation_loss(cls, dist, teacher, labels, distill_type="none"), base)
+    hard = deit_distillation_loss(cls, dist, teacher, labels, distill_type="hard", alpha=0.5)
+    assert torch.allclose(hard, 0.5 * base + 0.5 * ce(dist, teacher.argmax(1)))  # the teacher's argmax
+    tau = 2.0
+    p_t = (teacher / tau).softmax(1)
+    kl = (p_t * (p_t.log() - (dist / tau).log_softmax(1))).sum(1).mean() * tau**2
+    soft = deit_distillation_loss(cls, dist, teacher, labels, distill_type="soft", alpha=0.3, tau=tau)
+    assert torch.allclose(soft, 0.7 * base + 0.3 * kl, atol=1e-6)
+    # hard distillation ignores how confident the teacher is
+    assert torch.allclose(hard, deit_distillation_loss(cls, dist, teacher * 10, labels, distill_type="hard"))
+
+
+def _tiny_timm(name, **kwargs):
+    return timm.create_model(name, num_classes=5, img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                             mlp_ratio=2, **kwargs)
+
+
+@pytest.mark.parametrize("distill_type", ["soft", "hard"])
+def test_timm_token_task_equals_our_loss(distill_type):
+    """timm's TokenDistillationTask (timm students) and our transformers-path loss agree on the same logits."""
+    torch.manual_seed(0)
+    student = _tiny_timm("deit_tiny_distilled_patch16_224").train()
+    teacher = _tiny_timm("vit_tiny_patch16_224")
+    task = TokenDistillationTask(student, teacher, criterion=torch.nn.CrossEntropyLoss(), distill_type=distill_type,
+                                 task_loss_weight=0.5, temperature=2.0, verbose=False)
+    seen = {}
+    student.register_forward_hook(lambda m, i, o: seen.__setitem__("student", o))
+    teacher.register_forward_hook(lambda m, i, o: seen.__setitem__("teacher", o))
+    pixels, labels = torch.randn(3, 3, 16, 16), torch.tensor([1, 2, 4])
+    out = task(pixels, labels)
+    cls, dist = seen["student"]
+    ours = deit_distillation_loss(cls, dist, seen["teacher"], labels, distill_type=distill_type, alpha=0.5, tau=2.0)
+    assert torch.allclose(out["loss"], ours, atol=1e-6)
+
+
+def test_timm_logit_task_equals_our_loss():
+    torch.manual_seed(0)
+    student, teacher = _tiny_timm("vit_tiny_patch16_224"), _tiny_timm("vit_tiny_patch16_224")
+    task = LogitDistillationTask(student, teacher, criterion=torch.nn.CrossEntropyLoss(), task_loss_weight=0.25,
+                                 temperature=3.0, verbose=False)
+    seen = {}
+    teacher.register_forward_hook(lambda m, i, o: seen.__setitem__("teacher", o))
+    student.register_forward_hook(lambda m, i, o: seen.__setitem__("student", o))
+    pixels, labels = torch.randn(3, 3, 16, 16), torch.tensor([1, 2, 4])
+    out = task(pixels, labels)
+    s = seen["student"]
+    ours = deit_distillation_loss(s, s, seen["teacher"], labels, distill_type="soft", alpha=0.75, tau=3.0)
+    assert torch.allclose(out["loss"], ours, atol=1e-6)
+
+
+def test_label_sets_must_match_unless_mapped(tmp_path):
+    student = {0: "cat", 1: "dog"}
+    assert teacher_class_index({0: "dog", 1: "cat"}, student).tolist() == [1, 0]
+    with pytest.raises(vitzoo.BadInputError, match="label-map"):
+        teacher_class_index({0: "dog", 1: "cat", 2: "fox"}, student)
+    with pytest.raises(vitzoo.BadInputError, match="label-map"):
+        teacher_class_index({0: "dog", 1: "wolf"}, student)
+    assert teacher_class_index({0: "wolf", 1: "x", 2: "tabby"}, student, "tabby=cat,wolf=dog").tolist() == [2, 0]
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"tabby": "cat", "wolf": "dog"}))
+    assert teacher_class_index({0: "wolf", 1: "tabby"}, student, str(mapping)).tolist() == [1, 0]
+
+
+def test_teacher_with_other_classes_fails_before_training(tiny_hub, tmp_path):
+    with pytest.raises(vitzoo.BadInputError, match="1000 classes"):  # an ImageNet teacher on digits
+        distill.main(["--model", "deit-tiny-distilled", *TINY, "--teacher", "deit-small", "--output-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_distilled_student_trains_with_frozen_cnn_teacher(tiny_hub, tmp_path, monkeypatch):
+    teachers = []
+    original = distill.FrozenTeacher.__init__
+
+    def keep(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        teachers.append(self)
+
+    monkeypatch.setattr(distill.FrozenTeacher, "__init__", keep)
+    output = str(tmp_path / "run")
+    results = distill.main(["--model", "deit-tiny-distilled", *TINY, "--teacher", "resnet18", "--teacher-scratch",
+                            "--epochs", "1", "--output-dir", output])
+    teacher = teachers[0]
+    assert not teacher.model.training and all(not p.requires_grad and p.grad is None for p in teacher.model.parameters())
+    assert sorted(os.listdir(output)) == ["args.json", "checkpoints", "metrics.jsonl", "model", "results.json"]
+    assert results["distillation_token"] and results["steps"] == 96 // 16
+    events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    assert all(0 <= e["teacher_time_share"] <= 1 for e in events if "loss" in e)
+    # the saved student: vitzoo and transformers, both heads averaged at inference
+    zoo = vitzoo.load(os.path.join(output, "model"))
+    plain = transformers.DeiTForImageClassificationWithTeacher.from_pretrained(os.path.join(output, "model"))
+    pixels = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        out = plain(pixel_values=pixels)
+        assert torch.allclose(out.logits, (out.cls_logits + out.distillation_logits) / 2, atol=1e-6)
+        assert torch.allclose(zoo.logits(pixels), out.logits, atol=1e-5)
+        assert not torch.allclose(out.cls_logits, out.distillation_logits)  # the distillation head trained apart
+
+
+def test_teacher_weights_unchanged(tiny_hub, tmp_path):
+    """A teacher folder (a vitzoo fine-tune output) is read, never written: same weights after training."""
+    from safetensors.torch import load_file
+
+    teacher_dir = str(tmp_path / "teacher")
+    vitzoo.load("deit-tiny", task="classification", pretrained=False, id2label=[str(i) for i in range(10)],
+                image_size=16, config_overrides=OVERRIDES).save_pretrained(teacher_dir)
+    before = load_file(os.path.join(teacher_dir, "model.safetensors"))
+    seen, snapshots = [], []
+    original = distill.FrozenTeacher.forward
+
+    def spy(self, pixels):
+        if not snapshots:
+            snapshots.append((self.model, {k: v.clone() for k, v in self.model.state_dict().items()}))
+        logits = original(self, pixels)
+        seen.append(logits.requires_grad)
+        return logits
+
+    distill.FrozenTeacher.forward = spy
+    try:
+        distill.main(["--model", "deit-tiny", *TINY, "--teacher", teacher_dir, "--distill-type", "soft", "--tau", "2",
+                      "--epochs", "1", "--output-dir", str(tmp_path / "run")])
+    finally:
+        distill.FrozenTeacher.forward = original
+    assert seen and not any(seen)
+    model, start = snapshots[0]
+    for key, value in model.state_dict().items():  # in memory, after every step
+        assert torch.equal(value, start[key]), key
+        assert value.grad is None
+    after = load_file(os.path.join(teacher_dir, "model.safetensors"))
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+
+
+# --------------------------------------------------------------------------- DINO
+def test_dino_ema_teacher_and_center():
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    expected = [0.9 * t + 0.1 * s for s, t in zip(student.parameters(), teacher.parameters())]
+    dino.ema_update(student, teacher, 0.9)
+    for got, want in zip(teacher.parameters(), expected):
+        assert torch.allclose(got, want)
+    loss = dino.DINOLoss(3, num_crops=3, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=2,
+                         epochs=4)
+    assert loss.teacher_temperature(0) == pytest.approx(0.04) and loss.teacher_temperature(3) == pytest.approx(0.07)
+    teacher_out = torch.randn(4, 3)
+    value = loss(torch.randn(6, 3), teacher_out, epoch=0)
+    assert torch.isfinite(value)
+    assert torch.allclose(loss.center, 0.1 * teacher_out.mean(0, keepdim=True))  # momentum 0.9 from zero
+    m = dino.cosine_schedule(0.996, 1.0, 2, 5)
+    assert m[0] == pytest.approx(0.996) and m[-1] < 1 and len(m) == 10 and all(a <= b for a, b in zip(m, m[1:]))
+
+
+def test_dino_loss_hand_computation():
+    loss = dino.DINOLoss(3, num_crops=3, warmup_teacher_temp=0.5, teacher_temp=0.5, warmup_teacher_temp_epochs=0,
+                         epochs=1, student_temp=0.1)
+    s, t = torch.randn(6, 3), torch.randn(4, 3)
+    ps = [(c / 0.1).log_softmax(-1) for c in s.chunk(3)]
+    pt = [(c / 0.5).softmax(-1) for c in t.chunk(2)]
+    pairs = [(0, 1), (0, 2), (1, 0), (1, 2)]
+    want = sum(-(pt[a] * ps[b]).sum(-1).mean() for a, b in pairs) / 4
+    assert torch.allclose(loss(s, t, 0), want)
+
+
+def test_dino_head_and_loss_falls():
+    """The student learns to match the (slowly moving) EMA teacher: the loss falls."""
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Linear(12, 8), dino.DINOHead(8, 16, hidden_dim=32, bottleneck_dim=8))
+    teacher = torch.nn.Sequential(torch.nn.Linear(12, 8), dino.DINOHead(8, 16, hidden_dim=32, bottleneck_dim=8))
+    assert not student[1].last_layer.parametrizations.weight.original0.requires_grad  # norm fixed to 1
+    criterion = dino.DINOLoss(16, 4, 0.04, 0.04, 0, 1)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    base = torch.randn(32, 12)
+    losses = []
+    for _ in range(40):
+        views = [base + 0.1 * torch.randn_like(base) for _ in range(4)]
+        with torch.no_grad():
+            t = teacher(torch.cat(views[:2]))
+        loss = criterion(student(torch.cat(views)), t, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        dino.ema_update(student, teacher, 0.996)
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
+
+
+def test_multicrop_packs_and_unpacks():
+    crop = dino.MultiCrop(16, 8, 3)
+    canvas = crop(torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8))
+    assert canvas.shape == (3, 16, 2 * 16 + 3 * 8)
+    views = dino.unpack_crops(canvas[None], 16, 8, 3)
+    assert [v.shape[-1] for v in views] == [16, 16, 8, 8, 8]
+    assert dino.local_crop_size(224, 16) == 96 and dino.local_crop_size(16, 4) == 8
+
+
+def test_dino_recipe_saves_a_backbone(tiny_hub, tmp_path):
+    output = str(tmp_path / "dino")
+    with pytest.warns(UserWarning, match="centre"):
+        results = distill.main(["--method", "dino", "--model", "dino-vits16", *TINY, "--batch-size", "8",
+                                "--max-train-samples", "32", "--out-dim", "32", "--head-hidden-dim", "32",
+                                "--head-bottleneck-dim", "16", "--local-crops", "2", "--epochs", "1", "--output-dir", output])
+    assert results["steps"] == 4 and 0 <= results["eval"]["knn_accuracy"] <= 1
+    events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    centres = [e["center_norm"] for e in events if "center_norm" in e]
+    assert centres[0] > 0 and centres[-1] != centres[0]
+    zoo = vitzoo.load(os.path.join(output, "model"), task="features")
+    assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
+
+
+def test_two_process_launch(tmp_path):
+    """`accelerate launch --num_processes 2` on CPUs: one distilled student, a teacher per process."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    output = str(tmp_path / "ddp")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               os.path.join(root, "recipes", "distill.py"), "--model", "deit-tiny-distilled", *TINY,
+               "--teacher", "resnet18", "--teacher-scratch", "--epochs", "1", "--output-dir", output]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(output, "results.json")) as handle:
+        results = json.load(handle)
+    assert results["num_processes"] == 2 and results["steps"] == 96 // 16 // 2
+    assert results["eval"]["samples"] == 32
+    assert "distributed: MULTI_CPU" in done.stdout

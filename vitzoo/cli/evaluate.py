@@ -1,0 +1,115 @@
+"""`vitzoo evaluate`: a frozen backbone judged by DINO's weighted k-NN or a linear probe (vitzoo.probe)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from vitzoo.errors import BadInputError
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vitzoo", "features")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="k-NN or linear-probe accuracy of a model's frozen features",
+        description="Embed a dataset's train and eval splits with a frozen model (features cached per "
+        "model/dataset/split/size) and score them: weighted k-NN (DINO: T=0.07) or a linear probe. Prints JSON.",
+    )
+    parser.add_argument("model", help="registry name, model folder (e.g. a run's model/) or timm model name")
+    parser.add_argument("--dataset", default="digits", help="'digits', an image folder, a CSV/JSONL or a Hub dataset id")
+    parser.add_argument("--protocol", choices=("knn", "linear"), default="knn", help="knn: DINO's weighted k-NN on L2-normalised features; linear: a linear probe on frozen features")
+    parser.add_argument("--ks", default="10,20,100,200", help="k values for k-NN (those above the train size are dropped)")
+    parser.add_argument("--temperature", type=float, default=0.07, help="k-NN temperature")
+    parser.add_argument("--epochs", type=int, default=100, help="linear probe epochs")
+    parser.add_argument("--image-size", type=int, default=None, help="input size (positions interpolated)")
+    parser.add_argument("--scratch", action="store_true", help="random init of the registry architecture (a baseline)")
+    parser.add_argument("--config-overrides", default=None, help="architecture changes for --scratch")
+    parser.add_argument("--backend", choices=("transformers", "timm"), default=None, help="library that runs the model (default: transformers)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass when extracting features")
+    parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training images")
+    parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/eval split and the linear probe")
+    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where extracted features are kept")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the features")
+    parser.add_argument("--output", default=None, help="also write the JSON here")
+    parser.set_defaults(func=run_evaluate)
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = [int(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise BadInputError(f"--ks must be comma-separated integers, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise BadInputError(f"--ks must name positive k values, got {text!r}")
+    return ks
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    import torch
+
+    import vitzoo
+    from vitzoo.data import eval_transform, load_splits, make_loader, normalize_batch
+    from vitzoo.probe import cached_features, extract_features, feature_cache_key, knn_evaluate, linear_probe
+
+    ks = _ks(args.ks)
+    torch.manual_seed(args.seed)  # --scratch: the same random init as a recipe run with this seed
+    zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend=args.backend,
+                      image_size=args.image_size, config_overrides=args.config_overrides)
+    splits = load_splits(args.dataset, seed=args.seed, max_train_samples=args.max_train_samples,
+                         max_eval_samples=args.max_eval_samples)
+    preprocessing = zoo.spec.preprocessing
+    model_key = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
+    if os.path.isdir(args.model):  # a folder's weights change when it is overwritten
+        weights = os.path.join(args.model, "model.safetensors")
+        model_key += f"@{os.path.getmtime(weights) if os.path.exists(weights) else 0}"
+    if args.scratch:
+        model_key += f"@scratch-seed{args.seed}-{args.config_overrides}"
+
+    def features(split, name):
+        def compute():
+            torch.manual_seed(args.seed)
+            loader = make_loader(split, batch_size=args.batch_size, shuffle=False, num_workers=0,
+                                 transform=eval_transform(preprocessing, zoo.image_size))
+            batches = ((normalize_batch(x, preprocessing), y) for x, y in loader if x.shape[0])
+            return extract_features(zoo, batches, description=f"{name} features")
+
+        key = feature_cache_key(model_key, args.dataset, name, zoo.image_size, backend=zoo.backend,
+                                samples=len(split), seed=args.seed)
+        if args.no_cache:
+            return compute()
+        return cached_features(args.cache_dir, key, compute)
+
+    train_x, train_y = features(splits.train, "train")
+    test_x, test_y = features(splits.eval, "eval")
+    result = {"model": args.model, "dataset": args.dataset, "protocol": args.protocol, "backend": zoo.backend,
+              "image_size": zoo.image_size, "feature_dim": int(train_x.shape[1]),
+              "train_samples": int(train_x.shape[0]), "eval_samples": int(test_x.shape[0])}
+    if args.protocol == "knn":
+        usable = [k for k in ks if k <= train_x.shape[0]]
+        if not usable:
+            raise BadInputError(f"every k in --ks exceeds the {train_x.shape[0]} train images")
+        scores = knn_evaluate(train_x, train_y, test_x, test_y, ks=usable, temperature=args.temperature,
+                              num_classes=splits.num_classes)
+        result["temperature"] = args.temperature
+        result["knn"] = {str(k): v for k, v in scores.items()}
+        result["accuracy"] = scores[20]["accuracy"] if 20 in scores else scores[usable[0]]["accuracy"]
+    else:
+        probe = linear_probe(train_x, train_y, test_x, test_y, epochs=args.epochs, seed=args.seed,
+                             num_classes=splits.num_classes)
+        result["linear"] = {k: v for k, v in probe.items() if isinstance(v, (int, float))}
+        result["accuracy"] = probe["accuracy"]
+    return result
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from vitzoo.io import atomic_write_json
+
+    result = evaluate(args)
+    if args.output:
+        atomic_write_json(args.output, result)
+    print(json.dumps(result, indent=2))
+    return 0

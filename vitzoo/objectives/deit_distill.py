@@ -1,0 +1,179 @@
+"""DeiT distillation (Touvron et al., "Training data-efficient image transformers & distillation
+through attention", ICML 2021): the loss, the student's two heads, and the frozen teacher.
+
+    loss = (1 - alpha) * CE(cls_logits, labels) + alpha * D(distillation_logits, teacher_logits)
+
+with D = KL(softmax(teacher / tau) || softmax(student / tau)) * tau^2 ("soft", batch mean) or
+CE(student, argmax teacher) ("hard", DeiT's default with alpha 0.5, tau 1). The same formula as
+timm's `timm.task.TokenDistillationTask` / `LogitDistillationTask` with `task_loss_weight=1 - alpha`
+(tests hold them equal). A student without a distillation token uses its one head for both terms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vitzoo.errors import BadInputError
+from vitzoo.registry import Preprocessing
+
+DISTILL_TYPES = ("none", "soft", "hard")
+
+
+def distillation_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, distill_type: str, tau: float = 1.0) -> torch.Tensor:
+    """The distillation part alone: soft KL (x tau^2, mean over the batch) or CE to the teacher's argmax."""
+    if distill_type == "soft":
+        student = F.log_softmax(student_logits.float() / tau, dim=-1)
+        teacher = F.log_softmax(teacher_logits.float() / tau, dim=-1)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * (tau**2)
+    if distill_type == "hard":
+        return F.cross_entropy(student_logits, teacher_logits.argmax(dim=-1))
+    raise BadInputError(f"unknown distill type {distill_type!r}; choose one of {', '.join(DISTILL_TYPES)}")
+
+
+def deit_distillation_loss(
+    cls_logits: torch.Tensor,
+    distillation_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    *,
+    distill_type: str = "hard",
+    alpha: float = 0.5,
+    tau: float = 1.0,
+    criterion: nn.Module | None = None,
+) -> torch.Tensor:
+    """DeiT's loss: the class head against the labels, the distillation head against the teacher."""
+    if distill_type not in DISTILL_TYPES:
+        raise BadInputError(f"unknown distill type {distill_type!r}; choose one of {', '.join(DISTILL_TYPES)}")
+    base = criterion(cls_logits, targets) if criterion is not None else F.cross_entropy(cls_logits, targets)
+    if distill_type == "none":
+        return base
+    if teacher_logits is None:
+        raise BadInputError(f"distill type {distill_type!r} needs teacher logits")
+    return (1 - alpha) * base + alpha * distillation_term(distillation_logits, teacher_logits, distill_type, tau)
+
+
+def student_heads(model: nn.Module, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class-head logits, distillation-head logits) of a training student; one head twice when it
+    has no distillation token. transformers: `DeiTForImageClassificationWithTeacher`'s `cls_logits`
+    and `distillation_logits`; timm: a distilled ViT in `set_distilled_training(True)` mode."""
+    from vitzoo.training.engine import _is_transformers
+
+    if _is_transformers(model):
+        output = model(pixel_values=pixel_values)
+        if hasattr(output, "cls_logits") and output.cls_logits is not None:
+            return output.cls_logits, output.distillation_logits
+        return output.logits, output.logits
+    output = model(pixel_values)
+    if isinstance(output, (tuple, list)):
+        return output[0], output[1]
+    return output, output
+
+
+def has_distillation_token(model: nn.Module) -> bool:
+    inner = getattr(model, "module", model)
+    return hasattr(inner, "distillation_classifier") or getattr(inner, "dist_token", None) is not None
+
+
+def enable_distilled_training(model: nn.Module) -> None:
+    """timm's distilled ViTs return (cls, dist) while training only in this mode (eval averages them)."""
+    if hasattr(model, "set_distilled_training"):
+        model.set_distilled_training(True)
+
+
+# --------------------------------------------------------------------------- labels
+def parse_label_map(label_map: str | None) -> dict[str, str] | None:
+    """`--label-map`: a JSON file {teacher_name: student_name} or "teacher=student,..."."""
+    if not label_map:
+        return None
+    if os.path.isfile(label_map):
+        with open(label_map) as handle:
+            data = json.load(handle)
+        if not isinstance(data, Mapping):
+            raise BadInputError(f"{label_map} must hold a JSON object {{teacher label: student label}}")
+        return {str(k): str(v) for k, v in data.items()}
+    pairs = {}
+    for item in label_map.split(","):
+        if "=" not in item:
+            raise BadInputError(f"--label-map {label_map!r}: expected teacher_name=student_name pairs or a JSON file")
+        teacher, student = item.split("=", 1)
+        pairs[teacher.strip()] = student.strip()
+    return pairs
+
+
+def teacher_class_index(
+    teacher_labels: Mapping[int, str] | None, student_labels: Mapping[int, str], label_map: str | None = None
+) -> torch.Tensor:
+    """For each student class (in order), the teacher's class index whose logit stands for it.
+
+    The two label sets must match by name (any order), unless `label_map` pairs them up; anything
+    else is a BadInputError before training."""
+    if not teacher_labels:
+        raise BadInputError("the teacher has no classification head; pass a classifier (or --teacher-scratch)")
+    by_name = {name: index for index, name in teacher_labels.items()}
+    pairs = parse_label_map(label_map)
+    if pairs is not None:
+        unknown = sorted(set(pairs) - set(by_name))
+        if unknown:
+            raise BadInputError(f"--label-map names teacher labels the teacher lacks: {', '.join(unknown[:5])}")
+        inverse = {student: teacher for teacher, student in pairs.items()}
+        missing = [name for name in student_labels.values() if name not in inverse]
+        if missing:
+            raise BadInputError(f"--label-map gives no teacher label for student label(s) {', '.join(missing[:5])}")
+        return torch.tensor([by_name[inverse[student_labels[i]]] for i in range(len(student_labels))])
+    if len(teacher_labels) != len(student_labels) or set(by_name) != set(student_labels.values()):
+        only_teacher = sorted(set(by_name) - set(student_labels.values()))[:3]
+        only_student = sorted(set(student_labels.values()) - set(by_name))[:3]
+        raise BadInputError(
+            f"the teacher's {len(teacher_labels)} classes differ from the student's {len(student_labels)} "
+            f"(teacher only: {only_teacher}, student only: {only_student}); fine-tune the teacher on this dataset "
+            "or say how they match with --label-map (a JSON file or teacher_name=student_name,...)"
+        )
+    return torch.tensor([by_name[student_labels[i]] for i in range(len(student_labels))])
+
+
+# --------------------------------------------------------------------------- teacher
+class FrozenTeacher(nn.Module):
+    """The teacher: frozen, always in eval mode, run without gradients; turns the student's pixels
+    into its own input (re-normalised, resized for a ViT of another size) and its logits into the
+    student's class order. Keeps the time it takes, for the share of step time logged."""
+
+    def __init__(self, zoo: Any, student_preprocessing: Preprocessing, class_index: torch.Tensor) -> None:
+        super().__init__()
+        self.zoo = zoo
+        self.model = zoo.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        teacher = zoo.spec.preprocessing
+        self.register_buffer("student_mean", torch.tensor(student_preprocessing.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("student_std", torch.tensor(student_preprocessing.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("teacher_mean", torch.tensor(teacher.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("teacher_std", torch.tensor(teacher.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("class_index", class_index, persistent=False)
+        # a ViT needs its own input size; a CNN takes any
+        self.size = zoo.image_size if zoo.spec.architecture is not None else None
+        self.seconds = 0.0
+
+    def train(self, mode: bool = True) -> FrozenTeacher:  # noqa: ARG002 (the teacher never trains)
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        pixels = pixel_values
+        if not (torch.equal(self.student_mean, self.teacher_mean) and torch.equal(self.student_std, self.teacher_std)):
+            pixels = (pixels * self.student_std + self.student_mean - self.teacher_mean) / self.teacher_std
+        if self.size is not None and pixels.shape[-1] != self.size:
+            pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        from vitzoo.training.engine import forward_logits
+
+        logits = forward_logits(self.model, pixels)[:, self.class_index]
+        self.seconds += time.perf_counter() - start
+        return logits.detach()

@@ -1,0 +1,254 @@
+"""DINO (Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021):
+self-distillation without labels. The pieces `recipes/distill.py --method dino` is made of.
+
+- multi-crop: 2 global crops and N local ones per image (`MultiCrop`), packed side by side into one
+  uint8 canvas so the shared loaders and collate work unchanged (`unpack_crops` splits them again);
+- `DINOHead`: 3-layer MLP, L2-normalised bottleneck, weight-normed last layer (its norm fixed to 1);
+- `DINOLoss`: cross-entropy between the sharpened, centred teacher output on the global crops and
+  the student output on every other crop; the centre is an EMA (0.9) of the teacher's outputs
+  (all-reduced across processes), the teacher temperature warms up linearly;
+- `cosine_schedule`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4);
+- `ema_update`: teacher <- m * teacher + (1 - m) * student; `cancel_last_layer_gradients` freezes the
+  head's last layer in the first epoch(s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torchvision.transforms import v2
+
+from vitzoo.errors import BadInputError
+
+INTERPOLATION = v2.InterpolationMode.BICUBIC
+
+
+def local_crop_size(image_size: int, patch_size: int) -> int:
+    """DINO's 96/224 local crops, scaled to `image_size` and rounded to whole patches (at least one)."""
+    return max(patch_size, round(image_size * 96 / 224 / patch_size) * patch_size)
+
+
+class MultiCrop:
+    """uint8 3xHxW -> one uint8 canvas 3 x G x (2G + N*L): two global crops of size G (DINO's
+    colour jitter, grey, blur 1.0 / 0.1 + solarize 0.2), then N local crops of size L (blur 0.5).
+    The hflip probability follows the dataset (0 for digits)."""
+
+    def __init__(
+        self,
+        global_size: int,
+        local_size: int,
+        local_crops: int,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        hflip: float = 0.5,
+    ) -> None:
+        if local_size > global_size:
+            raise BadInputError(f"local crops ({local_size}px) must not exceed global crops ({global_size}px)")
+        self.global_size, self.local_size, self.local_crops = global_size, local_size, local_crops
+        # small images (< 64 px, e.g. upscaled digits) skip hue jitter and blur: both cost tens of ms per
+        # tiny crop in torchvision and add nothing at that size
+        small = global_size < 64
+
+        def view(size: int, scale: tuple[float, float], blur: float, solarize: float) -> v2.Compose:
+            steps = [
+                v2.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATION, antialias=True),
+                v2.RandomHorizontalFlip(hflip),
+                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.0 if small else 0.1)], p=0.8),
+                v2.RandomGrayscale(0.2),
+            ]
+            if not small:
+                steps.append(v2.RandomApply([v2.GaussianBlur(23, sigma=(0.1, 2.0))], p=blur))
+            if solarize:
+                steps.append(v2.RandomSolarize(128, p=solarize))
+            return v2.Compose(steps)
+
+        self.global1 = view(global_size, global_scale, 1.0, 0.0)
+        self.global2 = view(global_size, global_scale, 0.1, 0.2)
+        self.local = view(local_size, local_scale, 0.5, 0.0)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        g, s = self.global_size, self.local_size
+        canvas = torch.zeros((3, g, 2 * g + self.local_crops * s), dtype=torch.uint8)
+        canvas[:, :, :g] = self.global1(image)
+        canvas[:, :, g : 2 * g] = self.global2(image)
+        for index in range(self.local_crops):
+            start = 2 * g + index * s
+            canvas[:, :s, start : start + s] = self.local(image)
+        return canvas
+
+
+def unpack_crops(canvas: torch.Tensor, global_size: int, local_size: int, local_crops: int) -> list[torch.Tensor]:
+    """A batch of `MultiCrop` canvases (B x 3 x G x W) -> [global 1, global 2, local 1, ...], each B x 3 x S x S."""
+    g, s = global_size, local_size
+    crops = [canvas[..., :g], canvas[..., g : 2 * g]]
+    crops += [canvas[..., :s, 2 * g + i * s : 2 * g + (i + 1) * s] for i in range(local_crops)]
+    return [crop.contiguous() for crop in crops]
+
+
+class DINOHead(nn.Module):
+    """MLP (in -> hidden -> hidden -> bottleneck, GELU), L2 normalisation, then a weight-normed
+    linear layer to `out_dim` prototypes whose norm (g) is fixed to 1."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, layers: int = 3) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (layers - 1) + [bottleneck_dim]
+        blocks: list[nn.Module] = []
+        for index, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            blocks.append(nn.Linear(a, b))
+            if index < len(dims) - 2:
+                blocks.append(nn.GELU())
+        self.mlp = nn.Sequential(*blocks)
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+        magnitude = self.last_layer.parametrizations.weight.original0
+        magnitude.data.fill_(1.0)
+        magnitude.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1, p=2)
+        return self.last_layer(x)
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy of the student's crops to the teacher's global crops (not the same view),
+    with the teacher centred (EMA centre, `center_momentum`) and sharpened (temperature warm-up)."""
+
+    def __init__(
+        self,
+        out_dim: int,
+        num_crops: int,
+        warmup_teacher_temp: float,
+        teacher_temp: float,
+        warmup_teacher_temp_epochs: int,
+        epochs: int,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.num_crops = num_crops
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        warmup = min(warmup_teacher_temp_epochs, epochs)
+        self.teacher_temps = np.concatenate(
+            (np.linspace(warmup_teacher_temp, teacher_temp, warmup), np.ones(epochs - warmup) * teacher_temp)
+        )
+
+    def teacher_temperature(self, epoch: int) -> float:
+        return float(self.teacher_temps[min(epoch, len(self.teacher_temps) - 1)])
+
+    def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor, epoch: int) -> torch.Tensor:
+        """student_output: (num_crops * B) x out_dim, crop-major; teacher_output: (2 * B) x out_dim."""
+        student = (student_output.float() / self.student_temp).chunk(self.num_crops)
+        temperature = self.teacher_temperature(epoch)
+        teacher = F.softmax((teacher_output.float() - self.center) / temperature, dim=-1).detach().chunk(2)
+        total, terms = 0.0, 0
+        for t_index, t in enumerate(teacher):
+            for s_index, s in enumerate(student):
+                if s_index == t_index:
+                    continue  # never the same view
+                total = total + torch.sum(-t * F.log_softmax(s, dim=-1), dim=-1).mean()
+                terms += 1
+        self.update_center(teacher_output)
+        return total / terms
+
+    @torch.no_grad()
+    def update_center(self, teacher_output: torch.Tensor) -> None:
+        batch_center = teacher_output.float().sum(dim=0, keepdim=True)
+        count = torch.tensor([teacher_output.shape[0]], device=teacher_output.device, dtype=torch.float32)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_center)
+            dist.all_reduce(count)
+        batch_center = batch_center / count
+        self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+
+
+def cosine_schedule(start: float, end: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, warmup_start: float = 0.0) -> np.ndarray:
+    """One value per optimizer step: optional linear warm-up, then cosine from `start` to `end` (DINO's)."""
+    warmup = np.linspace(warmup_start, start, warmup_epochs * steps_per_epoch) if warmup_epochs else np.array([])
+    steps = np.arange(epochs * steps_per_epoch - len(warmup))
+    cosine = end + 0.5 * (start - end) * (1 + np.cos(np.pi * steps / max(1, len(steps))))
+    return np.concatenate((warmup, cosine))
+
+
+class DINOModel(nn.Module):
+    """Backbone + head over a list of crops: crops of one size go through the backbone together."""
+
+    def __init__(self, backbone: nn.Module, head: DINOHead, family: Any, architecture: Any, image_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.family = family
+        self.architecture = architecture
+        self.image_size = image_size
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        kwargs = {}
+        if pixel_values.shape[-1] != self.image_size and "interpolate_pos_encoding" in _forward_arguments(self.backbone.base_model):
+            kwargs["interpolate_pos_encoding"] = True
+        outputs = self.family.encode(self.backbone.base_model, pixel_values, **kwargs)
+        return self.family.pool(outputs, self.architecture)
+
+    def forward(self, crops: list[torch.Tensor]) -> torch.Tensor:
+        outputs, start = [], 0
+        sizes = [crop.shape[-1] for crop in crops]
+        while start < len(crops):
+            end = start
+            while end < len(crops) and sizes[end] == sizes[start]:
+                end += 1
+            outputs.append(self.embed(torch.cat(crops[start:end])))
+            start = end
+        return self.head(torch.cat(outputs))
+
+
+def _forward_arguments(module: nn.Module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(module.forward).parameters)
+
+
+@torch.no_grad()
+def ema_update(student: nn.Module, teacher: nn.Module, momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter."""
+    for s, t in zip(student.parameters(), teacher.parameters()):
+        t.mul_(momentum).add_(s.detach().to(t.dtype), alpha=1 - momentum)
+
+
+def cancel_last_layer_gradients(model: nn.Module, epoch: int, freeze_last_layer: int) -> None:
+    """DINO keeps the head's last layer fixed during the first `freeze_last_layer` epochs."""
+    if epoch >= freeze_last_layer:
+        return
+    for name, parameter in model.named_parameters():
+        if "last_layer" in name:
+            parameter.grad = None
+
+
+def scaled_sizes(image_size: int, patch_size: int, local_size: int | None) -> tuple[int, int]:
+    size = local_size or local_crop_size(image_size, patch_size)
+    if size % patch_size:
+        raise BadInputError(f"--local-crop-size {size} is not a multiple of the patch size {patch_size}")
+    return image_size, size
+
+
+def parse_scale(text: str, what: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInputError(f"{what} must be 'min,max', got {text!r}") from None
+    if not 0 < low <= high <= 1:
+        raise BadInputError(f"{what} must satisfy 0 < min <= max <= 1, got {text!r}")
+    return low, high
+
+
+__all__ = [
+    "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "cosine_schedule",
+    "ema_update", "local_crop_size", "unpack_crops",
+]
