@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # commands that are recipes: their arguments are the recipe's own dataclass, parsed by the recipe
-RECIPES = {"finetune": "vitzoo.recipes.finetune", "distill": "vitzoo.recipes.distill"}
+RECIPES = {"finetune": "vitzoo.recipes.finetune", "distill": "vitzoo.recipes.distill", "pretrain": "vitzoo.recipes.pretrain"}
 
 
 def main(argv: list[str] | None = None) -> int:
