@@ -49,8 +49,10 @@ __all__ = [
 ]
 
 PROTOCOLS = ("knn", "linear", "finetune")
-# one checkpoint per family: supervised DeiT (a ViT), BEiT, DINO, MAE
-DEFAULT_MODELS = ("deit-tiny", "beit-base", "dino-vits16", "mae-base")
+# one checkpoint per family, each a different architecture once shrunk for --scratch: DeiT with
+# its distillation token, BEiT (relative positions, layer scale, mean pooling), DINO (plain ViT).
+# (MAE's encoder is a plain ViT too: from scratch it would repeat DINO's row exactly.)
+DEFAULT_MODELS = ("deit-tiny-distilled", "beit-base", "dino-vits16")
 # --scratch: random weights, so k-NN or a linear probe on their features says nothing; the default
 # is a short fine-tune of every model shrunk to the same small shape (width 64, depth 4, 4 heads,
 # MLP 128) at 16 px with 4 px patches (16 tokens; the digits are 8x8 images), so the whole default
@@ -58,7 +60,7 @@ DEFAULT_MODELS = ("deit-tiny", "beit-base", "dino-vits16", "mae-base")
 SCRATCH_OVERRIDES = "hidden_size=64,num_hidden_layers=4,num_attention_heads=4,intermediate_size=128,patch_size=4"
 SCRATCH_DEFAULTS: dict[str, Any] = {
     "protocol": "finetune",
-    "epochs": 3,
+    "epochs": 15,
     "image_size": 16,
     "batch_size": 32,
     "learning_rate": 1e-3,
@@ -75,7 +77,7 @@ class CompareConfig:
     models: str | Sequence[str] | None = None  # comma-separated or a list; wildcards; None: DEFAULT_MODELS
     dataset: str = "digits"
     protocol: str | None = None  # knn | linear | finetune; default finetune with scratch, else knn
-    epochs: int | None = None  # finetune epochs (default 3) or linear-probe epochs (100)
+    epochs: int | None = None  # finetune epochs (default 15 with scratch, else 3) or linear-probe epochs (100)
     image_size: int | None = None  # default 16 with scratch, else each model's own
     scratch: bool = False
     batch_size: int | None = None  # feature extraction, fine-tuning, throughput; default 32 with scratch, else 64
