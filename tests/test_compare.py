@@ -208,7 +208,7 @@ def test_cli_scratch_finetune_and_defaults(tmp_path, capsys):
     assert "vitzoo compare" in (out / "report.md").read_text()
 
     defaults = CompareConfig(scratch=True).resolved()
-    assert defaults.protocol == "finetune" and defaults.image_size == 16 and defaults.epochs == 3
+    assert defaults.protocol == "finetune" and defaults.image_size == 16 and defaults.epochs == compare.SCRATCH_DEFAULTS["epochs"]
     assert defaults.config_overrides == compare.SCRATCH_OVERRIDES and defaults.batch_size == 32
     families = {vitzoo.registry.get_spec(name).family for name in defaults.models}
     assert len(families) >= 3
