@@ -1,0 +1,532 @@
+"""Steady-state training throughput: vitzoo's fine-tuning recipe vs a plain `transformers.Trainer`.
+
+    python benchmarks/finetune_throughput.py                        # deit-tiny, 224px, batch 32, 30 steps
+    python benchmarks/finetune_throughput.py --image-size 64 --steps 20 --workers 0 --output bench.json
+
+Both sides train the same architecture (`vitzoo.load(MODEL, pretrained=False, ...)`, random init,
+so nothing is downloaded) on the same data (the bundled digits, the recipe's own train split), at
+the same batch size and input size, in fp32, in this one process (so with the same torch thread
+count), without evaluation or checkpointing inside the timed steps:
+
+- recipe: `vitzoo.recipes.finetune.main([...])`, i.e. the recipe exactly as `vitzoo finetune` runs it
+  (uint8 tensor augmentation in the DataLoader workers, batch normalisation in the loop, timm
+  label-smoothing loss, AdamW with parameter groups, gradient clipping at 1.0).
+- Trainer: the transformers image-classification guide: a `ViTImageProcessor` gives size / mean /
+  std, torchvision `Compose([RandomResizedCrop, ToTensor, Normalize])` runs on PIL images through
+  `dataset.set_transform`, `DefaultDataCollator`, `TrainingArguments(remove_unused_columns=False)`
+  and otherwise its defaults (adamw_torch_fused, max_grad_norm 1.0). The crop matches the recipe's
+  for digits (scale (0.5, 1), bicubic, no flip), so both do the same augmentation work.
+
+Timing: a timestamp after every optimizer step (a `TrainerCallback.on_step_end` for the Trainer;
+for the recipe, its `Throughput.add` call, which follows `optimizer.step()` the same way). The rate
+is images / seconds over steps `--warmup`..`--steps`, leaving out any step that starts a new epoch
+(the recipe evaluates and checkpoints at epoch ends; both restart their DataLoader workers there).
+The recipe's own figure from metrics.jsonl (its `images_per_second` log windows after the first)
+is recorded as a cross-check.
+
+DataLoader workers: the recipe defaults to min(4, CPU count), the Trainer to 0 (load in the main
+process). Each side is run once with its own default, and both with `--workers` (default: the
+recipe's default), runs with equal settings shared, alternating Trainer / recipe, after a few
+untimed training steps that warm the process up (its first steps are slow, whichever side runs
+them). Everything the two sides print is kept out of
+the terminal (see --log); only the final table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from vitzoo.data import default_num_workers
+
+    parser = argparse.ArgumentParser(
+        description="Steady-state training images/s of vitzoo's fine-tuning recipe vs a plain transformers.Trainer "
+        "(same model, data, batch size, image size, fp32, same process and threads).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="deit-tiny",
+        help="vitzoo registry name with a transformers backend; built with random weights "
+        "(vitzoo.load(..., pretrained=False)) for both sides, so nothing is downloaded",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="input size in pixels (a multiple of the patch size)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per optimizer step, both sides")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="steps left out of the timing: the rate covers steps WARMUP..STEPS"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader workers for the matched run of both sides (default: the recipe's own "
+        "default, min(4, CPU count)); each side also runs once with its own default "
+        "(recipe min(4, CPUs), Trainer 0)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run every configuration this many times (alternating sides) and report the best "
+        "rate of each; use 2-3 on a machine other work shares, since contention only slows runs",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"torch intra-op threads for both sides (default: leave torch's default, {torch.get_num_threads()} here)",
+    )
+    parser.add_argument("--output", metavar="FILE", default=None, help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--log",
+        metavar="FILE",
+        default=None,
+        help="append everything the runs print (progress bars, warnings) to FILE "
+        "(default: a temporary file, shown only if a run fails)",
+    )
+    args = parser.parse_args(argv)
+    if args.steps < 2 or not 0 <= args.warmup < args.steps:
+        parser.error("need --steps >= 2 and 0 <= --warmup < --steps")
+    if args.batch_size < 1 or args.image_size < 1 or args.workers < 0 or args.repeats < 1:
+        parser.error("--batch-size, --image-size and --repeats must be positive, --workers >= 0")
+    return args
+
+
+# ---- quiet runs: both sides' stdout/stderr (progress bars, warnings, worker output) go to a log
+
+
+@contextlib.contextmanager
+def captured(log_path: str):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def reset_accelerate_state() -> None:
+    """Each run builds its own Accelerator; forget the previous run's process-wide state."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (Linux /proc/stat), or None elsewhere."""
+    try:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    import resource
+
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+# ---- timing shared by both sides
+
+
+def steady_rate(stamps: list[float], epochs: list[int], batch_size: int, warmup: int, steps: int) -> dict[str, Any]:
+    """images/s over steps warmup..steps from per-step end times (stamps[i] = end of step i+1).
+
+    A step interval (end of step k-1 -> end of step k) is timed when k-1 >= warmup and both steps
+    are in the same epoch; with warmup 0 the first interval starts at the first step's end.
+    """
+    start = max(warmup, 1)
+    intervals = [stamps[k - 1] - stamps[k - 2] for k in range(start + 1, steps + 1) if epochs[k - 1] == epochs[k - 2]]
+    if not intervals:
+        raise RuntimeError("no timed steps: raise --steps")
+    seconds = sum(intervals)
+    return {
+        "images_per_second": batch_size * len(intervals) / seconds,
+        "timed_steps": len(intervals),
+        "timed_seconds": seconds,
+        "median_step_seconds": statistics.median(intervals),
+        "first_step_seconds": stamps[0] if stamps else None,  # from the start of the training loop
+    }
+
+
+# ---- the recipe
+
+
+def run_recipe(args: argparse.Namespace, workers: int | None, splits_len: int, workdir: str) -> dict[str, Any]:
+    from vitzoo.recipes import finetune
+
+    steps_per_epoch = min(args.steps, splits_len // args.batch_size)
+    epochs = math.ceil(args.steps / steps_per_epoch)
+    output_dir = tempfile.mkdtemp(prefix="recipe-", dir=workdir)
+    argv = [
+        "--model",
+        args.model,
+        "--scratch",
+        "--dataset",
+        "digits",
+        "--image-size",
+        str(args.image_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(epochs),
+        "--mixed-precision",
+        "no",
+        "--cpu",
+        # one epoch = exactly --steps steps when they fit in the train split, so no eval/checkpoint inside
+        "--max-train-samples",
+        str(steps_per_epoch * args.batch_size),
+        "--max-eval-samples",
+        str(args.batch_size),  # the epoch-end eval (untimed) stays short
+        "--log-steps",
+        str(max(args.warmup, 1)),
+        "--output-dir",
+        output_dir,
+    ]
+    if workers is not None:
+        argv += ["--num-workers", str(workers)]
+
+    stamps: list[float] = []
+
+    class StampedThroughput(finetune.Throughput):
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop_start = self.start
+
+        def add(self, count: int) -> None:  # called once per optimizer step (no accumulation here)
+            super().add(count)
+            stamps.append(time.perf_counter() - self.loop_start)
+
+    original = finetune.Throughput
+    finetune.Throughput = StampedThroughput
+    try:
+        begin = time.perf_counter()
+        results = finetune.main(argv)
+        wall = time.perf_counter() - begin
+    finally:
+        finetune.Throughput = original
+    stamps = stamps[: args.steps]
+    step_epochs = [i // steps_per_epoch for i in range(len(stamps))]
+    rate = steady_rate(stamps, step_epochs, args.batch_size, args.warmup, args.steps)
+
+    # cross-check: the recipe's own log windows (log_steps = warmup) after the first, first epoch only
+    with open(os.path.join(output_dir, "metrics.jsonl")) as handle:
+        events = [json.loads(line) for line in handle]
+    windows = [
+        e
+        for e in events
+        if "images_per_second" in e
+        and e["step"] > max(args.warmup, 1)
+        and e["step"] <= min(args.steps, steps_per_epoch)
+    ]
+    images = len(windows) * max(args.warmup, 1) * args.batch_size
+    own = (
+        images / sum(max(args.warmup, 1) * args.batch_size / e["images_per_second"] for e in windows)
+        if windows
+        else None
+    )
+    return {
+        **rate,
+        "metrics_jsonl_images_per_second": own,
+        "whole_run_images_per_second": results["train_images_per_second"],
+        "run_seconds": wall,
+        "num_workers": workers if workers is not None else "recipe default",
+        "argv": argv,
+    }
+
+
+# ---- the Trainer, set up as in the transformers image-classification guide
+
+
+def build_trainer_dataset(splits: Any) -> Any:
+    """The recipe's train split as a `datasets.Dataset` of PIL images + ClassLabel, as a Hub dataset would be."""
+    import datasets
+    from PIL import Image
+
+    from vitzoo.images import to_uint8_rgb
+
+    images = [
+        Image.fromarray(to_uint8_rgb(splits.train.reader(i)).permute(1, 2, 0).numpy()) for i in range(len(splits.train))
+    ]
+    names = [splits.id2label[i] for i in range(splits.num_classes)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    return datasets.Dataset.from_dict(
+        {"image": images, "label": [int(x) for x in splits.train.labels]}, features=features
+    )
+
+
+def run_trainer(args: argparse.Namespace, workers: int, splits: Any, dataset: Any, workdir: str) -> dict[str, Any]:
+    from torchvision.transforms import Compose, InterpolationMode, Normalize, RandomResizedCrop, ToTensor
+    from transformers import DefaultDataCollator, Trainer, TrainerCallback, TrainingArguments, ViTImageProcessor
+
+    import vitzoo
+
+    zoo = vitzoo.load(
+        args.model, task="classification", id2label=splits.id2label, pretrained=False, image_size=args.image_size
+    )
+    if zoo.backend != "transformers":
+        raise SystemExit(
+            f"{args.model} loads with the {zoo.backend} backend; the Trainer side needs a transformers model"
+        )
+    pre = zoo.spec.preprocessing
+    image_processor = ViTImageProcessor(
+        size={"height": zoo.image_size, "width": zoo.image_size}, image_mean=list(pre.mean), image_std=list(pre.std)
+    )
+    # the guide's transforms, with the crop the recipe uses for digits (scale >= 0.5, no flip, bicubic)
+    size = (image_processor.size["height"], image_processor.size["width"])
+    normalize = Normalize(mean=image_processor.image_mean, std=image_processor.image_std)
+    _transforms = Compose(
+        [
+            RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=InterpolationMode[pre.interpolation.upper()]),
+            ToTensor(),
+            normalize,
+        ]
+    )
+
+    def transforms(examples: dict[str, list]) -> dict[str, list]:
+        examples["pixel_values"] = [_transforms(img.convert("RGB")) for img in examples["image"]]
+        del examples["image"]
+        return examples
+
+    train = dataset.with_format(None)
+    train.set_transform(transforms)
+
+    stamps: list[float] = []
+    epochs: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_train_begin(self, targs, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, targs, state, control, **kwargs):
+            stamps.append(time.perf_counter() - self.start)
+            epochs.append(state.epoch)
+
+    training_args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="trainer-", dir=workdir),
+        remove_unused_columns=False,
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+        learning_rate=5e-4,
+        weight_decay=0.05,
+        dataloader_num_workers=workers,
+        dataloader_drop_last=True,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=zoo.model,
+        args=training_args,
+        train_dataset=train,
+        data_collator=DefaultDataCollator(),
+        callbacks=[Stamp()],
+    )
+    begin = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - begin
+    steps_per_epoch = len(dataset) // args.batch_size
+    step_epochs = [i // steps_per_epoch for i in range(len(stamps))]
+    rate = steady_rate(stamps, step_epochs, args.batch_size, args.warmup, args.steps)
+    return {**rate, "run_seconds": wall, "num_workers": workers, "optim": str(training_args.optim.value)}
+
+
+# ---- process warm-up: the first training steps of a process are slow (oneDNN primitives, the
+# allocator's thresholds, page faults); without this, whichever side runs first pays for them
+
+
+def warm_up_process(args: argparse.Namespace, id2label: dict[int, str], steps: int = 4) -> float:
+    import vitzoo
+
+    begin = time.perf_counter()
+    model = vitzoo.load(
+        args.model, task="classification", id2label=id2label, pretrained=False, image_size=args.image_size
+    ).model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    pixels = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    labels = torch.randint(0, len(id2label), (args.batch_size,))
+    for _ in range(steps):
+        model(pixel_values=pixels, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - begin
+
+
+# ---- main
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    import datasets
+    import transformers
+
+    import vitzoo
+    from vitzoo.data import default_num_workers, load_splits
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+    begin = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vitzoo-bench-") as workdir:
+        log_path = os.path.abspath(args.log) if args.log else os.path.join(workdir, "runs.log")
+        recipe_default = default_num_workers()
+        plan = []  # (side, workers); equal settings run once
+        for side, workers in (
+            ("trainer", 0),
+            ("recipe", recipe_default),
+            ("trainer", args.workers),
+            ("recipe", args.workers),
+        ):
+            if (side, workers) not in plan:
+                plan.append((side, workers))
+        attempts: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in plan}
+        load_before = os.getloadavg()
+        busy_before, own_before = busy_cpu_seconds(), own_cpu_seconds()
+        try:
+            with captured(log_path):
+                splits = load_splits("digits", seed=0)  # the recipe's split (its --seed defaults to 0)
+                dataset = build_trainer_dataset(splits)
+                warm_up_seconds = warm_up_process(args, splits.id2label)
+                for _ in range(args.repeats):
+                    for side, workers in plan:
+                        reset_accelerate_state()
+                        if side == "recipe":
+                            # the recipe's default run leaves --num-workers unset, as a user would
+                            run = run_recipe(
+                                args, None if workers == recipe_default else workers, len(splits.train), workdir
+                            )
+                            run["num_workers"] = workers
+                        else:
+                            run = run_trainer(args, workers, splits, dataset, workdir)
+                        run["threads_after"] = torch.get_num_threads()
+                        attempts[side, workers].append(run)
+        except BaseException:
+            if not args.log:
+                with open(log_path) as handle:
+                    sys.stderr.write("".join(handle.readlines()[-60:]))
+            raise
+        load_after = os.getloadavg()
+        # CPU time other processes took meanwhile: on a shared machine they slow both sides, unevenly
+        busy_after = busy_cpu_seconds()
+        foreign = (
+            None
+            if busy_before is None or busy_after is None
+            else max(0.0, busy_after - busy_before - (own_cpu_seconds() - own_before))
+        )
+        runs = {key: max(tries, key=lambda run: run["images_per_second"]) for key, tries in attempts.items()}
+        total = time.perf_counter() - begin
+
+    rows = [
+        ("each side's default workers", runs["recipe", recipe_default], runs["trainer", 0]),
+        (f"both --workers {args.workers}", runs["recipe", args.workers], runs["trainer", args.workers]),
+    ]
+    results = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "workers": args.workers,
+        "torch_threads": threads,
+        "precision": "fp32",
+        "comparisons": [
+            {
+                "setting": name,
+                "recipe_workers": r["num_workers"],
+                "trainer_workers": t["num_workers"],
+                "recipe_images_per_second": r["images_per_second"],
+                "trainer_images_per_second": t["images_per_second"],
+                "ratio_recipe_over_trainer": r["images_per_second"] / t["images_per_second"],
+            }
+            for name, r, t in rows
+        ],
+        "runs": [
+            {"side": side, "attempt": i, **run} for (side, _), tries in attempts.items() for i, run in enumerate(tries)
+        ],
+        "repeats": args.repeats,
+        "load_average_1_5_15min": {"before": load_before, "after": load_after},
+        "other_processes_cpu_seconds": foreign,
+        "process_warm_up_seconds": warm_up_seconds,
+        "total_seconds": total,
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "datasets": datasets.__version__,
+            "vitzoo": vitzoo.__version__,
+            "cpu_count": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(),
+            "cuda": torch.cuda.is_available(),
+        },
+    }
+
+    print(
+        f"{args.model}, {args.image_size}px, batch {args.batch_size}, fp32, {threads} torch threads; "
+        f"images/s over steps {args.warmup}..{args.steps}"
+        + (f", best of {args.repeats}" if args.repeats > 1 else "")
+        + f"; load average before {load_before[0]:.1f}"
+    )
+    header = f"{'setting':<30} {'workers r/T':>11} {'recipe img/s':>13} {'Trainer img/s':>14} {'recipe/Trainer':>15}"
+    print(header)
+    print("-" * len(header))
+    for c in results["comparisons"]:
+        print(
+            f"{c['setting']:<30} {str(c['recipe_workers']) + '/' + str(c['trainer_workers']):>11} "
+            f"{c['recipe_images_per_second']:>13.1f} {c['trainer_images_per_second']:>14.1f} "
+            f"{c['ratio_recipe_over_trainer']:>14.2f}x"
+        )
+    if foreign is not None and foreign > 0.05 * total * (os.cpu_count() or 1):
+        print(
+            f"note: other processes used {foreign:.0f} CPU-seconds during these {total:.0f} s; "
+            "the figures are disturbed, rerun on a quiet machine (or use --repeats)"
+        )
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(results, handle, indent=2)
+            handle.write("\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
