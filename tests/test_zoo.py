@@ -239,3 +239,16 @@ def test_scratch_overrides_round_trip_for_every_family(tmp_path):
         again = vitzoo.load(model.save_pretrained(tmp_path / name))
         pixels = torch.randn(1, 3, 16, 16)
         assert torch.equal(again.logits(pixels), model.logits(pixels))
+
+
+def test_beit_trains_after_feature_extraction(tiny_hub):
+    """transformers caches BEiT's relative-position index across calls; nothing vitzoo runs
+    without gradients may create it as an inference tensor, or a later training step fails."""
+    from vitzoo.probe import extract_features
+
+    model = vitzoo.load("beit-base", num_labels=2)
+    extract_features(model, [(np.zeros((16, 16, 3), dtype=np.uint8), 0)] * 2, batch_size=2)
+    model.predict(np.zeros((16, 16, 3), dtype=np.uint8))
+    model.model.train()
+    loss = model.model(pixel_values=torch.randn(2, 3, 16, 16)).logits.sum()
+    loss.backward()

@@ -185,7 +185,7 @@ def extract_features(
         zoo_model: a `vitzoo.ZooModel` (its `features`, pooled per family, and `preprocess` are
             used), or any object with a `features(pixel_values)` method, or a callable
             pixel_values -> features. It runs on its own device, in eval mode, under
-            `torch.inference_mode()`; its train/eval mode is restored afterwards.
+            `torch.no_grad()` (not inference_mode: transformers caches some tensors across calls); its train/eval mode is restored afterwards.
         dataset_or_loader: a `torch.utils.data.DataLoader` (used as is, so keep shuffle off),
             a map-style dataset (batched here with `batch_size` and `num_workers`), a Hugging
             Face `datasets.Dataset`, a torch or Hugging Face `IterableDataset` of examples
@@ -220,7 +220,7 @@ def extract_features(
     features: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     missing_labels = False
-    with _eval_mode(module), torch.inference_mode():
+    with _eval_mode(module), torch.no_grad():  # not inference_mode: BEiT caches index tensors training reuses
         for batch in tqdm(batches, total=total, desc=description, disable=not show, unit="batch"):
             images, batch_labels = _split_example(batch)
             pixel_values = _preprocess(preprocess, images)
