@@ -49,7 +49,7 @@ from vitzoo.training.engine import (
     check_finite,
     check_finite_weights,
     environment,
-    evaluate_classifier,
+    evaluate_and_keep_best,
     make_accelerator,
     prepare_pixels,
     save_model,
@@ -78,6 +78,7 @@ def train_deit(args: DistillArguments) -> dict:
         raise vitzoo.BadInputError("--method deit needs --teacher (or --distill-type none to train on labels alone)")
     if not 0.0 <= args.alpha <= 1.0 or args.tau <= 0:
         raise vitzoo.BadInputError(f"--alpha must lie in [0, 1] and --tau be positive (got {args.alpha}, {args.tau})")
+    training = {"recipe": "distill", "method": "deit", "teacher": args.teacher, "distill_type": args.distill_type}
     accelerator = make_accelerator(args)
     banner("distillation (DeiT)", MODES, accelerator)
     set_seed(args.seed)
@@ -194,13 +195,15 @@ def train_deit(args: DistillArguments) -> dict:
                 run.log(event)
                 progress.set_postfix(loss=f"{event['loss']:.4f}", teacher=f"{event['teacher_time_share']:.0%}")
             if args.eval_steps and state.step % args.eval_steps == 0:
-                best = evaluate_and_keep_best(accelerator, zoo, model, eval_loader, preprocessing, run, state, epoch, best, args)
+                best = evaluate_and_keep_best(accelerator, zoo, model, eval_loader, preprocessing, run, state, epoch, best, args,
+                                              training)
             if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
                 check_finite_weights(model, state.step, args.output_dir)
                 save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
         state.epoch, state.batches_in_epoch = epoch + 1, 0
         check_finite_weights(model, state.step, args.output_dir)
-        best = evaluate_and_keep_best(accelerator, zoo, model, eval_loader, preprocessing, run, state, epoch, best, args)
+        best = evaluate_and_keep_best(accelerator, zoo, model, eval_loader, preprocessing, run, state, epoch, best, args,
+                                              training)
         save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
     progress.close()
 
@@ -228,22 +231,6 @@ def train_deit(args: DistillArguments) -> dict:
         print(f"done: eval accuracy {best['accuracy']:.4f} (top-5 {best['top5']:.4f}, macro F1 {best['macro_f1']:.4f}), "
               f"teacher {results['teacher_time_share']:.0%} of the time, {wall_time / 60:.1f} min; model in {run.file(MODEL_DIR)}")
     return results
-
-
-def evaluate_and_keep_best(accelerator, zoo, model, eval_loader, preprocessing, run, state, epoch, best, args):
-    """Evaluate (a distilled student averages its two heads), log, and save model/ when accuracy improved."""
-    metrics = evaluate_classifier(model, eval_loader, accelerator, preprocessing, channels_last=args.channels_last)
-    run.log({"step": state.step, "epoch": epoch + 1, "eval": True, **metrics})
-    accelerator.print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples"))
-    if best is None or best.get("accuracy") is None or metrics["accuracy"] > best["accuracy"]:
-        best = {**metrics, "step": state.step, "epoch": epoch + 1}
-        state.best_metric = metrics["accuracy"]
-        save_model(accelerator, zoo, model, run.file(MODEL_DIR),
-                   extra_metadata={"training": {"recipe": "distill", "method": "deit", "dataset": args.dataset,
-                                                "teacher": args.teacher, "distill_type": args.distill_type,
-                                                "best_step": state.step, "base_model": args.model,
-                                                "pretrained": not args.scratch}})
-    return best
 
 
 def train_dino(args: DistillArguments) -> dict:

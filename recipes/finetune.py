@@ -38,11 +38,10 @@ from vitzoo.training.engine import (
     check_finite,
     check_finite_weights,
     environment,
-    evaluate_classifier,
+    evaluate_and_keep_best,
     forward_logits,
     make_accelerator,
     prepare_pixels,
-    save_model,
 )
 from vitzoo.training.optim import build_optimizer, build_scheduler
 
@@ -206,13 +205,15 @@ def main(argv: list[str] | None = None) -> dict:
                 run.log(event)
                 progress.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['lr']:.2e}")
             if args.eval_steps and state.step % args.eval_steps == 0:
-                best = evaluate_and_keep_best(accelerator, zoo, eval_model, eval_loader, preprocessing, run, state, epoch, best, args)
+                best = evaluate_and_keep_best(accelerator, zoo, eval_model, eval_loader, preprocessing, run, state, epoch, best, args,
+                                              {"recipe": "finetune"})
             if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
                 check_finite_weights(model, state.step, args.output_dir)
                 save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
         state.epoch, state.batches_in_epoch = epoch + 1, 0
         check_finite_weights(model, state.step, args.output_dir)
-        best = evaluate_and_keep_best(accelerator, zoo, eval_model, eval_loader, preprocessing, run, state, epoch, best, args)
+        best = evaluate_and_keep_best(accelerator, zoo, eval_model, eval_loader, preprocessing, run, state, epoch, best, args,
+                                              {"recipe": "finetune"})
         save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
     progress.close()
 
@@ -253,20 +254,6 @@ def freeze_all_but_head(model: torch.nn.Module) -> None:
         trainable += parameter.numel() if is_head else 0
     if trainable == 0:
         raise vitzoo.BadInputError("--freeze-backbone found no classification head to train")
-
-
-def evaluate_and_keep_best(accelerator, zoo, eval_model, eval_loader, preprocessing, run, state, epoch, best, args):
-    """Evaluate, log, and save model/ when accuracy improved (ties keep the earlier model)."""
-    metrics = evaluate_classifier(eval_model, eval_loader, accelerator, preprocessing, channels_last=args.channels_last)
-    run.log({"step": state.step, "epoch": epoch + 1, "eval": True, **metrics})
-    accelerator.print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples"))
-    if best is None or best.get("accuracy") is None or metrics["accuracy"] > best["accuracy"]:
-        best = {**metrics, "step": state.step, "epoch": epoch + 1}
-        state.best_metric = metrics["accuracy"]
-        save_model(accelerator, zoo, eval_model, run.file(MODEL_DIR),
-                   extra_metadata={"training": {"recipe": "finetune", "dataset": args.dataset, "best_step": state.step,
-                                                "base_model": args.model, "pretrained": not args.scratch}})
-    return best
 
 
 if __name__ == "__main__":

@@ -221,6 +221,33 @@ def save_model(
     accelerator.wait_for_everyone()
 
 
+def evaluate_and_keep_best(
+    accelerator: Accelerator,
+    zoo: ZooModel,
+    model: torch.nn.Module,
+    eval_loader: torch.utils.data.DataLoader,
+    preprocessing: Preprocessing,
+    run: RunFolder,
+    state: Any,
+    epoch: int,
+    best: dict[str, Any] | None,
+    args: Any,
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """Evaluate a classifier, log it, and save model/ when accuracy improved (ties keep the
+    earlier model). `training` names the recipe (and its method) in model/vitzoo.json."""
+    metrics = evaluate_classifier(model, eval_loader, accelerator, preprocessing, channels_last=args.channels_last)
+    run.log({"step": state.step, "epoch": epoch + 1, "eval": True, **metrics})
+    accelerator.print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples"))
+    if best is None or best.get("accuracy") is None or metrics["accuracy"] > best["accuracy"]:
+        best = {**metrics, "step": state.step, "epoch": epoch + 1}
+        state.best_metric = metrics["accuracy"]
+        metadata = {**training, "dataset": args.dataset, "best_step": state.step, "base_model": args.model,
+                    "pretrained": not args.scratch}
+        save_model(accelerator, zoo, model, run.file(MODEL_DIR), extra_metadata={"training": metadata})
+    return best
+
+
 class Throughput:
     """Images per second between log points, and over the whole run, without per-step syncs."""
 
