@@ -42,7 +42,17 @@ def collate_skip_bad(items: list[Item | None]) -> tuple[torch.Tensor, torch.Tens
 
 
 def default_num_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+    """DataLoader workers when none are asked for.
+
+    With GPUs, the CPU's only job is decoding and augmenting: most cores, shared among the local
+    GPUs, one left for the training process. On a CPU the training step's threads already use
+    every core, so a worker only pays off when there are cores to spare (none on 2 cores, where
+    workers would take compute threads from the model).
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.cuda.is_available():
+        return max(1, min(16, cpus // max(1, torch.cuda.device_count()) - 1))
+    return 0 if cpus <= 2 else min(4, cpus // 4)
 
 
 def make_loader(
@@ -64,7 +74,7 @@ def make_loader(
     generator seeded with `seed`, which also seeds the workers' augmentation RNGs, so two
     loaders built alike yield the same batches (with `num_workers=0` the augmentations draw
     from the global torch RNG instead: seed it for reproducible augmentation).
-    `num_workers` defaults to min(4, CPU count), `pin_memory` to whether CUDA is available.
+    `num_workers` defaults to `default_num_workers()`, `pin_memory` to whether CUDA is available.
     """
     if batch_size < 1:
         raise BadInputError(f"batch_size must be at least 1, got {batch_size}")

@@ -5,6 +5,9 @@ accept the same sources and fail the same way, *before* any model is built:
 
 - ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, classes "0".."9");
   needs no network, so it is the default of every test and example.
+- ``synthetic``, ``synthetic:N`` or ``synthetic:N:SIZE``: N (default 2560) random-noise RGB
+  images of SIZE px (default 256) in 10 classes, made on the fly: a speed benchmark's data
+  source of any length, with nothing to download or decode (nothing to learn either).
 - a folder with one subfolder per class (class names = subfolder names, sorted), or with one
   subfolder per split (``train/``, ``validation/``...) each holding class subfolders;
 - a CSV (or TSV) or JSONL file with ``path`` and ``label`` columns, paths relative to the
@@ -29,10 +32,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vitzoo.data.dataset import ArrayReader, FileReader, HFReader, LabeledImageDataset, Reader
+from vitzoo.data.dataset import ArrayReader, FileReader, HFReader, LabeledImageDataset, Reader, SyntheticReader
 from vitzoo.errors import BadInputError
 
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "synthetic")
 EVAL_SPLIT_NAMES = ("validation", "valid", "val")  # used as eval split when present; "test" never is
 IMAGE_COLUMN_NAMES = ("image", "img")
 LABEL_COLUMN_NAMES = ("label", "labels")
@@ -229,7 +232,9 @@ def _resolve(
         return _from_hf(dataset, image_column, label_column, source=type(dataset).__name__)
     name = os.fspath(dataset)
     if name in BUILTIN_DATASETS:
-        return _digits()
+        return _digits() if name == "digits" else _synthetic(name)
+    if name.startswith("synthetic:"):
+        return _synthetic(name)
     path = os.path.expanduser(name)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "dataset_dict.json")) or os.path.exists(os.path.join(path, "state.json")):
@@ -278,6 +283,25 @@ def _digits() -> tuple[dict[str, _RawSplit], list[str], str]:
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # values 0..16 -> 0..255
     labels = digits.target.astype(np.int64)
     return {"train": _RawSplit(ArrayReader(images), labels)}, [str(i) for i in range(10)], "digits"
+
+
+SYNTHETIC_DEFAULTS = (2560, 256)  # images, pixels per side
+
+
+def _synthetic(name: str) -> tuple[dict[str, _RawSplit], list[str], str]:
+    """`synthetic[:N[:SIZE]]`: N random RGB images of SIZE px, labels cycling through 10 classes."""
+    parts = name.split(":")[1:]
+    try:
+        count, size = (*map(int, parts), *SYNTHETIC_DEFAULTS[len(parts):]) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        count, size = 0, 0
+    if count < 20 or size < 1:
+        raise BadInputError(
+            f"bad synthetic dataset {name!r}: expected 'synthetic', 'synthetic:N' or 'synthetic:N:SIZE' "
+            "with N >= 20 images (two per class) and SIZE >= 1 pixels, e.g. 'synthetic:51200:256'"
+        )
+    labels = np.arange(count, dtype=np.int64) % 10
+    return {"train": _RawSplit(SyntheticReader(np.arange(count), size), labels)}, [str(i) for i in range(10)], name
 
 
 def _image_extensions() -> set[str]:

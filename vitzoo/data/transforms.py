@@ -12,6 +12,7 @@ fine-tuning sees exactly what inference later will.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -114,6 +115,12 @@ def normalize_batch(
     """
     if batch.dtype != torch.uint8:
         raise BadInputError(f"normalize_batch expects a uint8 batch, got {batch.dtype}")
-    pre = Preprocessor(preprocessing)
-    mean, std = pre.mean.to(batch.device), pre.std.to(batch.device)
+    mean, std = _mean_std(preprocessing, batch.device)
     return ((batch.float() - mean) / std).to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _mean_std(preprocessing: Preprocessing, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The constants on `device`, made once: a training loop then copies nothing to the GPU per step."""
+    pre = Preprocessor(preprocessing)
+    return pre.mean.to(device), pre.std.to(device)

@@ -29,7 +29,7 @@ def arg(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 (the dat
 class DataArguments:
     """Where images come from (shared by every recipe)."""
 
-    dataset: str = arg("digits", "'digits' (bundled, no network), an image folder (one subfolder per class), a CSV/JSONL of path,label, or a Hub dataset id")
+    dataset: str = arg("digits", "'digits' (bundled, no network), an image folder (one subfolder per class), a CSV/JSONL of path,label, a Hub dataset id, or 'synthetic[:N[:SIZE]]' (random images, for speed tests)")
     image_column: str | None = arg(None, "image column of a Hub dataset (found automatically when omitted)")
     label_column: str | None = arg(None, "label column of a Hub dataset (found automatically when omitted)")
     train_split: str = arg("train", "split to train on")
@@ -37,7 +37,7 @@ class DataArguments:
     val_fraction: float = arg(0.2, "share of train held out for evaluation when the dataset has no eval split")
     max_train_samples: int | None = arg(None, "use at most this many training images (quick runs)")
     max_eval_samples: int | None = arg(None, "use at most this many evaluation images")
-    num_workers: int | None = arg(None, "data-loading processes per training process (default: min(4, CPUs))")
+    num_workers: int | None = arg(None, "data-loading processes per training process (default: with GPUs, most cores shared among them; on a CPU, 0 up to 2 cores, else min(4, CPUs/4))")
 
 
 @dataclass
@@ -67,7 +67,7 @@ class TrainingArguments:
     warmup_ratio: float = arg(0.05, "share of all steps spent warming the learning rate up linearly")
     gradient_accumulation_steps: int = arg(1, "steps whose gradients add up before one optimizer update")
     max_grad_norm: float | None = arg(1.0, "clip gradients to this global norm (omit or 0 to disable)")
-    mixed_precision: str = arg("auto", "autocast dtype through Accelerate; auto: bf16 on GPUs that support it, else none", choices=["auto", "no", "bf16", "fp16"])
+    mixed_precision: str = arg("auto", "autocast dtype through Accelerate; auto: bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX), else none", choices=["auto", "no", "bf16", "fp16"])
     ema_decay: float | None = arg(None, "keep an exponential moving average of the weights with this decay (e.g. 0.9998) and evaluate/save it")
     seed: int = arg(0, "seed for weights, data order and augmentation")
     log_steps: int = arg(20, "log loss, learning rate and images/s every this many optimizer updates")

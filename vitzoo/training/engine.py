@@ -49,18 +49,30 @@ def make_accelerator(args: Any) -> Accelerator:
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
         # a seeded sampler reshuffles per epoch from (seed, epoch), so a resumed run sees the same order
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # pinned batches reach the GPU asynchronously, overlapping the copy with the last step
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=not use_cpu),
     )
 
 
 def resolve_mixed_precision(requested: str, use_cpu: bool) -> str | None:
-    """'auto': what `accelerate launch` was configured with, else bf16 autocast where the GPU
-    supports it and full precision elsewhere. An explicit value always wins."""
+    """'auto': what `accelerate launch` was configured with, else bf16 autocast where the hardware
+    computes in bf16 natively (GPUs that support it; CPUs with AVX512-BF16 or AMX, where a ViT
+    training step runs about 1.5x faster than in fp32) and full precision elsewhere. An explicit
+    value always wins."""
     if requested != "auto":
         return requested
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # the launcher's config (accelerate_configs/*.yaml) decides
-    return "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "no"
+    if use_cpu:
+        return "bf16" if cpu_has_native_bf16() else "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "no"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles); without
+    it bf16 autocast is emulated and slower than fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
