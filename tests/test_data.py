@@ -361,3 +361,20 @@ def test_unreachable_hub_id_is_a_clear_error():
     # the test session is offline (conftest), so the Hub cannot be asked
     with pytest.raises(BadInputError, match="cannot load dataset 'someone/not-there'"):
         load_splits("someone/not-there")
+
+
+def test_synthetic_source_is_deterministic_balanced_and_checked():
+    splits = load_splits("synthetic:200:24", val_fraction=0.25, seed=0)
+    assert (len(splits.train), len(splits.eval)) == (150, 50)
+    assert list(splits.id2label.values()) == [str(i) for i in range(10)]
+    image, label = splits.train[0]
+    assert image.shape == (3, 24, 24) and image.dtype == torch.uint8
+    again = load_splits("synthetic:200:24", val_fraction=0.25, seed=0)
+    assert torch.equal(again.train[0][0], image) and again.train[0][1] == label
+    assert not torch.equal(splits.train[0][0], splits.train[1][0])  # each index its own image
+    counts = np.bincount(splits.train.labels, minlength=10)
+    assert counts.min() == counts.max() == 15  # 20 images per class, a quarter held out
+    assert load_splits("synthetic", val_fraction=0.5).train[0][0].shape == (3, 256, 256)
+    for bad in ("synthetic:5", "synthetic:many", "synthetic:100:0", "synthetic:1:2:3"):
+        with pytest.raises(BadInputError, match="synthetic:N:SIZE"):
+            load_splits(bad)

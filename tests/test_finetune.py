@@ -176,3 +176,53 @@ def test_two_process_launch_trains_one_model(tmp_path):
     assert results["steps"] == 160 // 16 // 2  # each process sees half the data per step
     assert results["eval"]["samples"] == 64  # gathered without duplicates
     assert "distributed: MULTI_CPU" in done.stdout
+
+
+def test_fused_adamw_is_used_and_matches_the_reference_update():
+    """The optimizer takes torch's fused AdamW kernel (on CPU too); its steps must move the weights
+    as the plain for-loop AdamW does, groups, decay and all. (No qkv bias: the key bias gets a zero
+    gradient in exact arithmetic, and Adam turns its rounding noise into full-size steps.)"""
+    torch.manual_seed(0)
+    kwargs = dict(img_size=32, patch_size=8, depth=2, num_classes=3, qkv_bias=False)
+    model = timm.create_model("vit_tiny_patch16_224", **kwargs)
+    reference = timm.create_model("vit_tiny_patch16_224", **kwargs)
+    reference.load_state_dict(model.state_dict())
+    fused = build_optimizer(model, learning_rate=1e-3, weight_decay=0.05, layer_decay=0.75, depth=2)
+    assert fused.defaults["fused"] is True
+    plain = build_optimizer(reference, learning_rate=1e-3, weight_decay=0.05, layer_decay=0.75, depth=2)
+    for group in plain.param_groups:
+        group["fused"], group["foreach"] = False, False
+    pixels = torch.randn(4, 3, 32, 32)
+    for net, optimizer in ((model, fused), (reference, plain)):
+        for _ in range(3):
+            net(pixels).logsumexp(-1).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
+    from vitzoo.training import engine
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert engine.resolve_mixed_precision("auto", use_cpu=True) == "bf16"
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert engine.resolve_mixed_precision("auto", use_cpu=True) == "no"
+    assert engine.resolve_mixed_precision("fp16", use_cpu=True) == "fp16"  # an explicit choice wins
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert engine.resolve_mixed_precision("auto", use_cpu=True) is None  # the launcher's config decides
+
+
+def test_default_workers_leave_small_cpus_to_the_model(monkeypatch):
+    from vitzoo.data import loader
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    assert loader.default_num_workers() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert loader.default_num_workers() == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert loader.default_num_workers() == 7  # 16 cores shared by 2 GPUs, one left per training process

@@ -203,22 +203,31 @@ def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, 
 
 
 def data_pipeline_rate(zoo, batch_size: int, min_seconds: float, num_workers: int | None = None) -> float:
-    """Images/s the training data pipeline delivers (PNG decode + augment + collate) with the
+    """Images/s the training data pipeline delivers (JPEG decode + augment + collate) with the
     default worker count, on photos stored as files like a real image-folder dataset."""
     import os
     import tempfile
 
     from PIL import Image
 
-    from vitzoo.data import load_splits, make_loader, train_transform
+    from vitzoo.data import default_num_workers, load_splits, make_loader, train_transform
 
+    workers = default_num_workers() if num_workers is None else num_workers
+    # enough batches per epoch to keep every worker busy: 2 distinct photos per batch slot,
+    # the rest hard links to them (each is still opened and decoded on its own)
+    distinct, total = 2 * batch_size, max(2, 2 * workers) * batch_size
+    photos = sample_images(distinct)
     with tempfile.TemporaryDirectory() as folder:
-        for index, image in enumerate(sample_images(2 * batch_size)):
+        for index in range(total):
             label = f"class{index % 2}"
             os.makedirs(os.path.join(folder, label), exist_ok=True)
-            Image.fromarray(image).save(os.path.join(folder, label, f"{index}.jpg"), quality=90)
+            path = os.path.join(folder, label, f"{index}.jpg")
+            if index < distinct:
+                Image.fromarray(photos[index]).save(path, quality=90)
+            else:
+                os.link(os.path.join(folder, f"class{index % 2}", f"{index % distinct}.jpg"), path)
         splits = load_splits(folder, val_fraction=0.1, seed=0)
-        loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=False,
+        loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=False,
                              transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size, auto_augment="rand"),
                              persistent_workers=True)
         count, start = 0, None

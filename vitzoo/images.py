@@ -163,18 +163,27 @@ class Preprocessor:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 Bx3xHxW to float, normalised with the checkpoint's mean and std."""
+        if batch.device != self.mean.device:
+            self.mean, self.std = self.mean.to(batch.device), self.std.to(batch.device)
         return (batch.float() - self.mean) / self.std
 
-    def __call__(self, images: Sequence[Any] | Any) -> torch.Tensor:
+    def __call__(self, images: Sequence[Any] | Any, device: torch.device | str | None = None) -> torch.Tensor:
+        """A normalised float batch of `images`, on `device` (default: the CPU).
+
+        Images are decoded on the host; on a GPU only their uint8 pixels travel, and resizing,
+        cropping and normalising run there, as a batch when the images share a size.
+        """
         if not isinstance(images, (list, tuple)):
             images = [images]
         if len(images) == 0:
             raise BadInputError("no images given")
         pixels = [to_uint8_rgb(image) for image in images]
+        move = device is not None and torch.device(device).type != "cpu"
         if all(p.shape == pixels[0].shape for p in pixels):
-            batch = self.resize_crop(torch.stack(pixels))
+            batch = torch.stack(pixels)
+            batch = self.resize_crop(batch.to(device) if move else batch)
         else:
-            batch = torch.stack([self.resize_crop(p) for p in pixels])
+            batch = torch.stack([self.resize_crop(p.to(device) if move else p) for p in pixels])
         return self.normalize(batch)
 
     def to_image_processor_dict(self) -> dict[str, Any]:

@@ -362,8 +362,8 @@ class ZooModel:
 
     # ------------------------------------------------------------------ inference
     def preprocess(self, images: Any) -> torch.Tensor:
-        """Images of any kind, size and mode to a normalised float batch (Bx3xSxS)."""
-        return self.preprocessor(images)
+        """Images of any kind, size and mode to a normalised float batch (Bx3xSxS) on the model's device."""
+        return self.preprocessor(images, device=self.device)
 
     def _as_batch(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point():
