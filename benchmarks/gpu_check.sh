@@ -77,6 +77,7 @@ VITZOO=(python3 -m vitzoo.cli)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
     python3 - <<'EOF'
 import platform, torch, transformers, timm, accelerate, vitzoo
+print("vitzoo from", vitzoo.__file__)
 print(f"python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
       f"transformers {transformers.__version__}, timm {timm.__version__}, accelerate {accelerate.__version__}, "
       f"vitzoo {vitzoo.__version__}")
@@ -91,7 +92,7 @@ phase "bench_compile_$FIRST_MODEL" 170 "${VITZOO[@]}" "${BENCH[@]}" --models "$F
 
 # a synthetic dataset just long enough for STEPS optimizer steps, plus a small eval split
 TRAIN_IMAGES=$((STEPS * BATCH))
-FINETUNE=(finetune --model "$FIRST_MODEL" --scratch --dataset "synthetic:$((TRAIN_IMAGES + 1024)):256" --val-fraction 0.05
+FINETUNE=(finetune --model "$FIRST_MODEL" --scratch --dataset "synthetic:$((TRAIN_IMAGES * 21 / 20 + 1024)):256" --val-fraction 0.05
     --max-train-samples "$TRAIN_IMAGES" --max-eval-samples 1024 --image-size "$SIZE" --epochs 1 --batch-size "$BATCH"
     --learning-rate 5e-4 --log-steps 25 --keep-checkpoints 1)
 phase finetune 120 "${VITZOO[@]}" "${FINETUNE[@]}" --output-dir "$WORK/finetune"
