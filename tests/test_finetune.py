@@ -198,8 +198,8 @@ def test_fused_adamw_is_used_and_matches_the_reference_update():
             net(pixels).logsumexp(-1).sum().backward()
             optimizer.step()
             optimizer.zero_grad()
-    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, reference.state_dict()[name], rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
@@ -226,3 +226,25 @@ def test_default_workers_leave_small_cpus_to_the_model(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert loader.default_num_workers() == 7  # 16 cores shared by 2 GPUs, one left per training process
+
+
+def test_save_model_takes_a_compiled_model(tmp_path):
+    """--compile wraps the model in torch.compile, whose weights are named `_orig_mod.*`; the saved
+    model/ must still be a plain transformers folder with the trained weights."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from vitzoo.training.engine import save_model
+
+    zoo = vitzoo.load("deit-tiny", pretrained=False, num_labels=3, image_size=32,
+                      config_overrides="hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,patch_size=8")
+    trained = copy.deepcopy(zoo.model)
+    with torch.no_grad():
+        trained.classifier.bias.fill_(1.5)
+    compiled = torch.compile(trained)  # wrapping compiles nothing until called
+    assert all(name.startswith("_orig_mod.") for name in compiled.state_dict())
+    save_model(Accelerator(cpu=True), zoo, compiled, str(tmp_path / "model"))
+    reloaded = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "model")
+    assert torch.equal(reloaded.classifier.bias, torch.full((3,), 1.5))
+    torch.testing.assert_close(reloaded.state_dict()["vit.embeddings.cls_token"], trained.vit.embeddings.cls_token)

@@ -228,7 +228,9 @@ def save_model(
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         target = zoo.model
-        target.load_state_dict({k: v.to(next(target.parameters()).device) for k, v in state.items()})
+        device = next(target.parameters()).device
+        # a torch.compile'd model (--compile) names its weights "_orig_mod.<name>"
+        target.load_state_dict({k.replace("_orig_mod.", ""): v.to(device) for k, v in state.items()})
         zoo.save_pretrained(directory, extra_metadata=extra_metadata)
     accelerator.wait_for_everyone()
 
