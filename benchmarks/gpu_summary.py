@@ -58,9 +58,12 @@ def main(argv: list[str] | None = None) -> None:
 
     compiled = bench.get("compile_deit-small", {}).get("results", [])
     for row in compiled:
-        if row.get("train_mfu") is not None:
-            verdict = "met" if row["train_mfu"] >= 0.30 else "not met"
-            print(f"target: deit-small bf16 training MFU with --compile >= 30%: {row['train_mfu']:.1%} ({verdict})")
+        figures = {backend: row.get(key) for backend, key in (("transformers", "train_mfu"), ("timm", "timm_train_mfu"))}
+        figures = {backend: mfu for backend, mfu in figures.items() if mfu is not None}
+        if figures:
+            best = max(figures.values())
+            listed = ", ".join(f"{mfu:.1%} on {backend}" for backend, mfu in figures.items())
+            print(f"target: deit-small bf16 training MFU with --compile >= 30%: {listed} ({'met' if best >= 0.30 else 'not met'})")
 
 
 if __name__ == "__main__":

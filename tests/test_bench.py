@@ -17,13 +17,15 @@ def test_bench_model_figures_agree(tiny_hub):
     result = bench.bench_model("deit-small", batch_size=4, image_size=16, device=torch.device("cpu"),
                                min_seconds=0.05, peak_flops=peak)
     for key in ("predict_images_per_second", "transformers_images_per_second", "timm_images_per_second",
-                "pipeline_images_per_second", "train_images_per_second", "data_images_per_second", "predict_latency_ms"):
+                "pipeline_images_per_second", "train_images_per_second", "timm_train_images_per_second",
+                "data_images_per_second", "predict_latency_ms"):
         assert result[key] > 0, key
     assert result["predict_vs_raw"] == pytest.approx(result["predict_images_per_second"] / result["transformers_images_per_second"])
     assert result["predict_vs_pipeline"] == pytest.approx(result["predict_images_per_second"] / result["pipeline_images_per_second"])
     flops = result["gflops_per_image"] * 1e9
     assert result["inference_mfu"] == pytest.approx(flops * result["transformers_images_per_second"] / peak)
     assert result["train_mfu"] == pytest.approx(3 * flops * result["train_images_per_second"] / peak)
+    assert result["timm_train_mfu"] == pytest.approx(3 * flops * result["timm_train_images_per_second"] / peak)
     import vitzoo
 
     model = vitzoo.load("deit-small", pretrained=False, image_size=16).model

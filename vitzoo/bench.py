@@ -7,7 +7,8 @@ For each model, batch size and image size:
   transformers model and of the raw timm model on ready tensors, and of
   `transformers.pipeline("image-classification")` on the same decoded images, with ratios;
 * batch-1 latency of `ZooModel.predict`;
-* training-step images/s (forward, backward, AdamW step, as the fine-tuning recipe runs it) and
+* training-step images/s (forward, backward, AdamW step, as the fine-tuning recipe runs it), on
+  the transformers backend and, where the model has a timm twin, on the timm backend too; and
   the data pipeline's images/s (decode + augment + collate with the default workers), so a user
   sees which one bounds a run;
 * model FLOPs utilisation (MFU): forward FLOPs counted by torch's FlopCounterMode x images/s
@@ -142,6 +143,9 @@ def bench_model(
         result["pipeline_images_per_second"] = _pipeline_rate(zoo, model, images, batch_size, device, min_seconds)
     if include_training:
         result["train_images_per_second"] = _train_rate(zoo, batch_size, device, torch_dtype, compile, min_seconds)
+        if spec.timm_name:  # the same step on the timm backend (`--backend timm` in the recipes)
+            result["timm_train_images_per_second"] = _train_rate(zoo, batch_size, device, torch_dtype, compile, min_seconds,
+                                                                 backend="timm")
     if include_data:
         result["data_images_per_second"] = data_pipeline_rate(zoo, batch_size, min_seconds)
 
@@ -155,6 +159,8 @@ def bench_model(
         result["inference_mfu"] = flops * result["transformers_images_per_second"] / peak_flops
         if "train_images_per_second" in result:
             result["train_mfu"] = 3 * flops * result["train_images_per_second"] / peak_flops
+        if "timm_train_images_per_second" in result:
+            result["timm_train_mfu"] = 3 * flops * result["timm_train_images_per_second"] / peak_flops
     if "data_images_per_second" in result and "train_images_per_second" in result:
         result["data_vs_train"] = result["data_images_per_second"] / result["train_images_per_second"]
     return result
@@ -175,13 +181,15 @@ def _pipeline_rate(zoo, model, images, batch_size: int, device: torch.device, mi
                                warmup=1, min_seconds=min_seconds, min_iters=2)
 
 
-def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool, min_seconds: float) -> float:
-    """Images/s of the fine-tuning recipe's step: normalise, forward, loss, backward, clip, AdamW."""
+def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool, min_seconds: float,
+                backend: str | None = None) -> float:
+    """Images/s of the fine-tuning recipe's step: normalise, forward, loss, backward, clip, AdamW
+    (on the model's default backend, or on `backend`)."""
     from vitzoo.data import normalize_batch
     from vitzoo.training.optim import build_optimizer
 
     train_zoo = vitzoo.load(zoo.spec.name if zoo.spec.family != "timm" else zoo.spec.timm_name, pretrained=False,
-                            num_labels=10, image_size=zoo.image_size, device=device)
+                            num_labels=10, image_size=zoo.image_size, device=device, backend=backend)
     model = train_zoo.model.train()
     step_model = torch.compile(model) if compile else model
     optimizer = build_optimizer(model, learning_rate=1e-4, weight_decay=0.05, layer_decay=None,
@@ -193,7 +201,8 @@ def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, 
     def step() -> None:
         pixels = normalize_batch(images, train_zoo.spec.preprocessing)
         with _autocast(device, dtype):
-            loss = criterion(step_model(pixel_values=pixels).logits, labels)
+            logits = step_model(pixels) if train_zoo.backend == "timm" else step_model(pixel_values=pixels).logits
+            loss = criterion(logits, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -258,9 +267,11 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         ("predict_vs_pipeline", "predict / pipeline", "{:.2f}x"),
         ("predict_latency_ms", "predict b1 ms", "{:.1f}"),
         ("train_images_per_second", "train img/s", "{:.1f}"),
+        ("timm_train_images_per_second", "timm train img/s", "{:.1f}"),
         ("data_vs_train", "data / train", "{:.2f}x"),
         ("inference_mfu", "inference MFU", "{:.0%}"),
         ("train_mfu", "train MFU", "{:.0%}"),
+        ("timm_train_mfu", "timm train MFU", "{:.0%}"),
     ]
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in results:
