@@ -5,8 +5,8 @@
 
 Both sides train the same architecture (`vitzoo.load(MODEL, pretrained=False, ...)`, random init,
 so nothing is downloaded) on the same data (the bundled digits, the recipe's own train split), at
-the same batch size and input size, in fp32, in this one process (so with the same torch thread
-count), without evaluation or checkpointing inside the timed steps:
+the same batch size and input size, in this one process (so with the same torch thread count),
+without evaluation or checkpointing inside the timed steps:
 
 - recipe: `vitzoo.recipes.finetune.main([...])`, i.e. the recipe exactly as `vitzoo finetune` runs it
   (uint8 tensor augmentation in the DataLoader workers, batch normalisation in the loop, timm
@@ -24,12 +24,17 @@ is images / seconds over steps `--warmup`..`--steps`, leaving out any step that 
 The recipe's own figure from metrics.jsonl (its `images_per_second` log windows after the first)
 is recorded as a cross-check.
 
-DataLoader workers: the recipe defaults to min(4, CPU count), the Trainer to 0 (load in the main
-process). Each side is run once with its own default, and both with `--workers` (default: the
-recipe's default), runs with equal settings shared, alternating Trainer / recipe, after a few
-untimed training steps that warm the process up (its first steps are slow, whichever side runs
-them). Everything the two sides print is kept out of
-the terminal (see --log); only the final table is printed.
+Settings compared (runs with equal settings shared, alternating Trainer / recipe, after a few
+untimed training steps that warm the process up, since its first steps are slow whichever side
+runs them):
+
+1. each side's defaults, as a user gets them: the recipe with no --num-workers and no
+   --mixed-precision (`auto`: bf16 autocast on CPUs with native bf16, else fp32; workers from
+   `default_num_workers()`), the Trainer in fp32 with 0 workers;
+2. both in bf16 autocast (the Trainer's `bf16=True`) with `--workers` workers, on CPUs with native bf16;
+3. both in fp32 with `--workers` workers.
+
+Everything the two sides print is kept out of the terminal (see --log); only the final table is printed.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(
         description="Steady-state training images/s of vitzoo's fine-tuning recipe vs a plain transformers.Trainer "
-        "(same model, data, batch size, image size, fp32, same process and threads).",
+        "(same model, data, batch size, image size, process and threads): each side's defaults, then both in bf16 "
+        "(where the CPU has it natively) and both in fp32.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -75,9 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=default_num_workers(),
-        help="DataLoader workers for the matched run of both sides (default: the recipe's own "
-        "default, min(4, CPU count)); each side also runs once with its own default "
-        "(recipe min(4, CPUs), Trainer 0)",
+        help="DataLoader workers for the matched runs of both sides (default: the recipe's own "
+        "default here); each side also runs once with its own defaults (Trainer: 0)",
     )
     parser.add_argument(
         "--repeats",
@@ -183,7 +188,9 @@ def steady_rate(stamps: list[float], epochs: list[int], batch_size: int, warmup:
 # ---- the recipe
 
 
-def run_recipe(args: argparse.Namespace, workers: int | None, splits_len: int, workdir: str) -> dict[str, Any]:
+def run_recipe(
+    args: argparse.Namespace, workers: int | None, precision: str | None, splits_len: int, workdir: str
+) -> dict[str, Any]:
     from vitzoo.recipes import finetune
 
     steps_per_epoch = min(args.steps, splits_len // args.batch_size)
@@ -201,8 +208,6 @@ def run_recipe(args: argparse.Namespace, workers: int | None, splits_len: int, w
         str(args.batch_size),
         "--epochs",
         str(epochs),
-        "--mixed-precision",
-        "no",
         "--cpu",
         # one epoch = exactly --steps steps when they fit in the train split, so no eval/checkpoint inside
         "--max-train-samples",
@@ -216,6 +221,8 @@ def run_recipe(args: argparse.Namespace, workers: int | None, splits_len: int, w
     ]
     if workers is not None:
         argv += ["--num-workers", str(workers)]
+    if precision is not None:
+        argv += ["--mixed-precision", precision]
 
     stamps: list[float] = []
 
@@ -286,7 +293,9 @@ def build_trainer_dataset(splits: Any) -> Any:
     )
 
 
-def run_trainer(args: argparse.Namespace, workers: int, splits: Any, dataset: Any, workdir: str) -> dict[str, Any]:
+def run_trainer(
+    args: argparse.Namespace, workers: int, precision: str, splits: Any, dataset: Any, workdir: str
+) -> dict[str, Any]:
     from torchvision.transforms import Compose, InterpolationMode, Normalize, RandomResizedCrop, ToTensor
     from transformers import DefaultDataCollator, Trainer, TrainerCallback, TrainingArguments, ViTImageProcessor
 
@@ -348,6 +357,7 @@ def run_trainer(args: argparse.Namespace, workers: int, splits: Any, dataset: An
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
+        bf16=precision == "bf16",
         seed=0,
     )
     trainer = Trainer(
@@ -403,6 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import vitzoo
     from vitzoo.data import default_num_workers, load_splits
+    from vitzoo.training.engine import resolve_mixed_precision
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
@@ -411,16 +422,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vitzoo-bench-") as workdir:
         log_path = os.path.abspath(args.log) if args.log else os.path.join(workdir, "runs.log")
         recipe_default = default_num_workers()
-        plan = []  # (side, workers); equal settings run once
-        for side, workers in (
-            ("trainer", 0),
-            ("recipe", recipe_default),
-            ("trainer", args.workers),
-            ("recipe", args.workers),
-        ):
-            if (side, workers) not in plan:
-                plan.append((side, workers))
-        attempts: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in plan}
+        os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+        recipe_precision = resolve_mixed_precision("auto", use_cpu=True)  # what the recipe's default picks here
+        matched = (["bf16"] if recipe_precision == "bf16" else []) + ["no"]
+        candidates = [("trainer", 0, "no"), ("recipe", recipe_default, recipe_precision)]
+        for precision in matched:
+            candidates += [("trainer", args.workers, precision), ("recipe", args.workers, precision)]
+        plan = []  # (side, workers, precision); equal settings run once
+        for key in candidates:
+            if key not in plan:
+                plan.append(key)
+        attempts: dict[tuple[str, int, str], list[dict[str, Any]]] = {key: [] for key in plan}
         load_before = os.getloadavg()
         busy_before, own_before = busy_cpu_seconds(), own_cpu_seconds()
         try:
@@ -429,18 +441,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 dataset = build_trainer_dataset(splits)
                 warm_up_seconds = warm_up_process(args, splits.id2label)
                 for _ in range(args.repeats):
-                    for side, workers in plan:
+                    for side, workers, precision in plan:
                         reset_accelerate_state()
                         if side == "recipe":
-                            # the recipe's default run leaves --num-workers unset, as a user would
+                            # the recipe's default run leaves --num-workers and --mixed-precision unset, as a user would
+                            default = workers == recipe_default and precision == recipe_precision
                             run = run_recipe(
-                                args, None if workers == recipe_default else workers, len(splits.train), workdir
+                                args, None if default else workers, None if default else precision,
+                                len(splits.train), workdir,
                             )
                             run["num_workers"] = workers
                         else:
-                            run = run_trainer(args, workers, splits, dataset, workdir)
+                            run = run_trainer(args, workers, precision, splits, dataset, workdir)
+                        run["precision"] = precision
                         run["threads_after"] = torch.get_num_threads()
-                        attempts[side, workers].append(run)
+                        attempts[side, workers, precision].append(run)
         except BaseException:
             if not args.log:
                 with open(log_path) as handle:
@@ -457,10 +472,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = {key: max(tries, key=lambda run: run["images_per_second"]) for key, tries in attempts.items()}
         total = time.perf_counter() - begin
 
-    rows = [
-        ("each side's default workers", runs["recipe", recipe_default], runs["trainer", 0]),
-        (f"both --workers {args.workers}", runs["recipe", args.workers], runs["trainer", args.workers]),
-    ]
+    rows = [("each side's defaults", runs["recipe", recipe_default, recipe_precision], runs["trainer", 0, "no"])]
+    for precision in matched:
+        rows.append((f"both {'fp32' if precision == 'no' else precision}, {args.workers} workers",
+                     runs["recipe", args.workers, precision], runs["trainer", args.workers, precision]))
     results = {
         "model": args.model,
         "image_size": args.image_size,
@@ -469,12 +484,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "warmup": args.warmup,
         "workers": args.workers,
         "torch_threads": threads,
-        "precision": "fp32",
+        "recipe_default_precision": recipe_precision,
         "comparisons": [
             {
                 "setting": name,
                 "recipe_workers": r["num_workers"],
                 "trainer_workers": t["num_workers"],
+                "recipe_precision": r["precision"],
+                "trainer_precision": t["precision"],
                 "recipe_images_per_second": r["images_per_second"],
                 "trainer_images_per_second": t["images_per_second"],
                 "ratio_recipe_over_trainer": r["images_per_second"] / t["images_per_second"],
@@ -482,7 +499,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, r, t in rows
         ],
         "runs": [
-            {"side": side, "attempt": i, **run} for (side, _), tries in attempts.items() for i, run in enumerate(tries)
+            {"side": side, "attempt": i, **run} for (side, _, _), tries in attempts.items() for i, run in enumerate(tries)
         ],
         "repeats": args.repeats,
         "load_average_1_5_15min": {"before": load_before, "after": load_after},
@@ -502,17 +519,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
     print(
-        f"{args.model}, {args.image_size}px, batch {args.batch_size}, fp32, {threads} torch threads; "
+        f"{args.model}, {args.image_size}px, batch {args.batch_size}, {threads} torch threads; "
         f"images/s over steps {args.warmup}..{args.steps}"
         + (f", best of {args.repeats}" if args.repeats > 1 else "")
         + f"; load average before {load_before[0]:.1f}"
     )
-    header = f"{'setting':<30} {'workers r/T':>11} {'recipe img/s':>13} {'Trainer img/s':>14} {'recipe/Trainer':>15}"
+    header = (f"{'setting':<30} {'workers r/T':>11} {'precision r/T':>13} {'recipe img/s':>13} {'Trainer img/s':>14} "
+              f"{'recipe/Trainer':>15}")
     print(header)
     print("-" * len(header))
     for c in results["comparisons"]:
         print(
             f"{c['setting']:<30} {str(c['recipe_workers']) + '/' + str(c['trainer_workers']):>11} "
+            f"{c['recipe_precision'] + '/' + c['trainer_precision']:>13} "
             f"{c['recipe_images_per_second']:>13.1f} {c['trainer_images_per_second']:>14.1f} "
             f"{c['ratio_recipe_over_trainer']:>14.2f}x"
         )
