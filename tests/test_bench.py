@@ -40,8 +40,20 @@ def test_peak_matmul_is_a_rate():
 def test_cli_writes_json_and_table(tiny_hub, tmp_path, capsys):
     output, table = tmp_path / "bench.json", tmp_path / "bench.md"
     assert main(["bench", "--models", "deit-tiny", "--batch-sizes", "2", "--image-sizes", "16", "--min-seconds", "0.02",
-                 "--no-pipeline", "--no-data", "--output", str(output), "--markdown", str(table)]) == 0
+                 "--no-pipeline", "--no-data", "--trainer-steps", "0", "--output", str(output), "--markdown", str(table)]) == 0
     data = json.loads(output.read_text())
     assert data["results"][0]["model"] == "deit-tiny" and data["peak_matmul_gflops"] > 0
     assert "| deit-tiny | 2 | 16 |" in capsys.readouterr().out and "| deit-tiny | 2 | 16 |" in table.read_text()
     assert main(["bench", "--models", "deit-smal"]) == 2
+    assert main(["bench", "--models", "deit-tiny", "--trainer-steps", "1"]) == 2
+
+
+def test_recipe_against_trainer_with_each_sides_defaults(tiny_hub, monkeypatch):
+    from vitzoo import peers
+    from vitzoo.training import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)  # the default precision is then fp32
+    result = peers.compare_defaults("deit-tiny", image_size=16, batch_size=8, steps=4, warmup=1)
+    assert result["recipe_images_per_second"] > 0 and result["trainer_images_per_second"] > 0
+    assert result["recipe_vs_trainer"] == pytest.approx(result["recipe_images_per_second"] / result["trainer_images_per_second"])
+    assert result["recipe_precision"] == "no"

@@ -11,6 +11,8 @@ For each model, batch size and image size:
   the transformers backend and, where the model has a timm twin, on the timm backend too; and
   the data pipeline's images/s (decode + augment + collate with the default workers), so a user
   sees which one bounds a run;
+* on a CPU, the fine-tuning recipe against `transformers.Trainer` set up as the docs show, each
+  with its own defaults, steady-state images/s of whole training steps (vitzoo.peers);
 * model FLOPs utilisation (MFU): forward FLOPs counted by torch's FlopCounterMode x images/s
   (training counted as 3x forward) over the peak matrix-multiply FLOP/s measured in the same run,
   on the same device and dtype.
@@ -94,8 +96,10 @@ def bench_model(
     include_pipeline: bool = True,
     include_training: bool = True,
     include_data: bool = True,
+    trainer_steps: int = 0,
 ) -> dict[str, Any]:
-    """Every figure above for one model at one batch and image size."""
+    """Every figure above for one model at one batch and image size (with `trainer_steps` > 0 on a
+    CPU, also the fine-tuning recipe against `transformers.Trainer`, each with its defaults)."""
     torch_dtype = DTYPES[dtype]
     zoo = vitzoo.load(name, pretrained=False, image_size=image_size, device=device)
     model = zoo.model.eval()
@@ -148,6 +152,11 @@ def bench_model(
                                                                  backend="timm")
     if include_data:
         result["data_images_per_second"] = data_pipeline_rate(zoo, batch_size, min_seconds)
+    if trainer_steps and device.type == "cpu" and zoo.backend == "transformers":
+        from vitzoo.peers import compare_defaults
+
+        result.update(compare_defaults(name, image_size=image_size, batch_size=batch_size, steps=trainer_steps,
+                                       warmup=max(1, trainer_steps // 4)))
 
     raw_best = max(result["transformers_images_per_second"], result.get("timm_images_per_second", 0.0))
     result["predict_vs_raw"] = result["predict_images_per_second"] / result["transformers_images_per_second"]
@@ -271,6 +280,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         ("data_vs_train", "data / train", "{:.2f}x"),
         ("inference_mfu", "inference MFU", "{:.0%}"),
         ("train_mfu", "train MFU", "{:.0%}"),
+        ("recipe_vs_trainer", "recipe / Trainer", "{:.2f}x"),
         ("timm_train_mfu", "timm train MFU", "{:.0%}"),
     ]
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]

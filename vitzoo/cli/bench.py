@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers.pipeline peer")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
     parser.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
+    parser.add_argument("--trainer-steps", type=int, default=12,
+                        help="on a CPU, run the fine-tuning recipe and transformers.Trainer (each with its defaults, on "
+                        "digits at the bench's image size and batch) for this many steps and report recipe / Trainer; "
+                        "the first quarter is untimed warm-up; 0 skips it (default 12)")
     parser.add_argument("--output", default=None, help="write every figure as JSON to this file")
     parser.add_argument("--markdown", default=None, help="write the table as markdown to this file")
     parser.set_defaults(func=run_bench)
@@ -47,6 +51,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from vitzoo.io import atomic_write_json, atomic_write_text
     from vitzoo.registry import get_spec
 
+    if args.trainer_steps < 0 or args.trainer_steps == 1:
+        raise BadInputError(f"--trainer-steps must be 0 (skip) or at least 2, got {args.trainer_steps}")
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     if not names:
         raise BadInputError("--models is empty")
@@ -66,7 +72,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     name, batch_size=batch_size, image_size=image_size, device=device, dtype=args.dtype,
                     compile=args.compile, channels_last=args.channels_last, min_seconds=args.min_seconds,
                     peak_flops=peak, include_pipeline=not args.no_pipeline, include_training=not args.no_train,
-                    include_data=not args.no_data,
+                    include_data=not args.no_data, trainer_steps=args.trainer_steps,
                 ))
     table = bench.markdown_table(results)
     print(f"peak {args.dtype} matmul on {device}: {peak / 1e9:.1f} GFLOP/s; threads: {torch.get_num_threads()}")
