@@ -24,8 +24,10 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET (seconds for all phases, default 420), GPU_CHECK_MODELS
 # (default deit-small,vit-base), GPU_CHECK_BATCH (default 256), GPU_CHECK_IMAGE_SIZE (default 224),
-# GPU_CHECK_STEPS (fine-tuning steps, default 300), GPU_CHECK_MIN_SECONDS (per measurement, default 1).
+# GPU_CHECK_STEPS (fine-tuning steps, default 300), GPU_CHECK_MIN_SECONDS (per measurement, default 1),
+# GPU_CHECK_PHASES (comma-separated phases to run, e.g. "finetune": all of them by default).
 set -u
+SCRIPT_DIR="$(cd "$(dirname "$0")" && pwd)"
 
 OUT_DIR="${OUT:-$PWD/gpu_check}"
 WHEELS="${WHEELS:-.whl}"
@@ -51,6 +53,9 @@ log() { echo "[gpu_check +$(($(date +%s) - START))s] $*" | tee -a "$LOG"; }
 phase() {
     local name=$1 limit=$2 left rc
     shift 2
+    if [ -n "${GPU_CHECK_PHASES:-}" ] && [[ ",$GPU_CHECK_PHASES," != *",${name%%_*},"* && ",$GPU_CHECK_PHASES," != *",$name,"* ]]; then
+        return 0
+    fi
     left=$((BUDGET - ($(date +%s) - START)))
     if ((left < 45)); then
         log "skip $name: ${left}s left of the ${BUDGET}s budget"
@@ -71,6 +76,9 @@ if [ -d "$WHEELS" ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
     }
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# run from a scratch folder: from the checkout, `python -m` would import its vitzoo/ folder (which
+# lacks vitzoo.recipes, installed from recipes/) instead of the installed package
+cd "$WORK" || exit 1
 VITZOO=(python3 -m vitzoo.cli)
 
 {
@@ -107,6 +115,6 @@ phase finetune_compile 150 "${VITZOO[@]}" "${FINETUNE[@]}" --compile --output-di
 cp "$WORK/finetune_compile/results.json" "$OUT_DIR/finetune_compile_results.json" 2>/dev/null
 
 log "summary"
-python3 "$(dirname "$0")/gpu_summary.py" "$OUT_DIR" 2>&1 | tee "$OUT_DIR/summary.md" | tee -a "$LOG"
+python3 "$SCRIPT_DIR/gpu_summary.py" "$OUT_DIR" 2>&1 | tee "$OUT_DIR/summary.md" | tee -a "$LOG"
 log "done in $(($(date +%s) - START))s; files in $OUT_DIR"
 rm -rf "$WORK"
