@@ -14,7 +14,7 @@ from vitzoo.recipes import finetune, pretrain
 
 import vitzoo
 from vitzoo.objectives.masking import BlockMaskingGenerator, random_patch_mask
-from vitzoo.objectives.tokenizer import KMeansTokenizer, patchify, standardise
+from vitzoo.objectives.tokenizer import KMeansTokenizer, patchify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
@@ -69,6 +69,27 @@ def test_mae_masks_requested_share_and_loss_uses_masked_patches_only(ratio):
     assert not torch.allclose(out.loss, per_patch.mean(), atol=1e-4)  # the visible ones do not count
 
 
+def test_scratch_models_get_positions_and_tokens():
+    """transformers 5 builds ViTMAE with zero (frozen) sin-cos tables and zero tokens: no model could
+    tell masked positions apart. Scratch builds get MAE's sin-cos tables (transformers' own layout)."""
+    model = tiny_mae()
+    embeddings, decoder = model.vit.embeddings, model.decoder
+    positions, decoder_positions = embeddings.position_embeddings.clone(), decoder.decoder_pos_embed.clone()
+    for parameter in [*embeddings.parameters(), *decoder.parameters(), embeddings.patch_embeddings.projection]:
+        parameter._is_hf_initialized = False
+    with torch.no_grad():
+        embeddings.position_embeddings.zero_()
+        decoder.decoder_pos_embed.zero_()
+    embeddings.initialize_weights()  # transformers' intended init, forced
+    decoder.initialize_weights(embeddings.patch_embeddings.num_patches)
+    assert positions.abs().sum() > 0 and torch.equal(positions, embeddings.position_embeddings)
+    assert torch.equal(decoder_positions, decoder.decoder_pos_embed)
+    beit = vitzoo.load("beit-base-pt22k", task="pretraining", pretrained=False, image_size=16,
+                       config_overrides=ARCH + ",use_absolute_position_embeddings=true").model.beit.embeddings
+    for tensor in (beit.cls_token, beit.mask_token, beit.position_embeddings):
+        assert tensor.abs().sum() > 0
+
+
 def test_block_masking_share_and_blocks():
     generator = BlockMaskingGenerator.from_ratio(14, 0.4)
     masks = generator.batch(200, torch.Generator().manual_seed(0)).view(200, 14, 14)
@@ -89,17 +110,30 @@ def test_simmim_masks_whole_units():
     assert (units.all(dim=(2, 4)) == units.any(dim=(2, 4))).all()
 
 
-def test_tokenizer_codes_are_stable(tmp_path):
+@pytest.mark.parametrize("normalisation", ["pixels", "patch"])
+def test_tokenizer_codes_are_stable(tmp_path, normalisation):
     pixels = torch.randn(20, 3, 16, 16)
-    patches = standardise(patchify(pixels, 4))
-    first = KMeansTokenizer.fit(patches, 16, 4, iterations=5, seed=1)
-    again = KMeansTokenizer.fit(patches, 16, 4, iterations=5, seed=1)
+    first = KMeansTokenizer.fit_images(pixels, 16, 4, normalisation=normalisation, iterations=5, seed=1)
+    again = KMeansTokenizer.fit_images(pixels, 16, 4, normalisation=normalisation, iterations=5, seed=1)
     assert torch.equal(first.codebook, again.codebook)
     codes = first.encode(pixels)
     assert codes.shape == (20, 16) and codes.dtype == torch.long and int(codes.max()) < first.vocab_size
     assert torch.equal(codes, first.encode(pixels.clone()))
     loaded = KMeansTokenizer.load(first.save(str(tmp_path / "tok")))
     assert torch.equal(loaded.encode(pixels), codes) and loaded.vocab_size == 16
+    assert loaded.normalisation == normalisation
+
+
+@pytest.mark.parametrize("normalisation", ["pixels", "patch"])
+def test_tokenizer_gives_flat_patches_one_code(normalisation):
+    """Background patches with faint noise are one target, not noise blown up to unit variance."""
+    torch.manual_seed(0)
+    pixels = torch.randn(20, 3, 16, 16)
+    pixels[..., :8] = -1 + 1e-3 * torch.randn(20, 3, 16, 8)  # left half flat: patch columns 0 and 1
+    tokenizer = KMeansTokenizer.fit_images(pixels, 16, 4, normalisation=normalisation, iterations=5, seed=0)
+    codes = tokenizer.encode(pixels).view(20, 4, 4)
+    assert codes[..., :2].unique().numel() == 1
+    assert codes[..., 2:].unique().numel() > 4
 
 
 @pytest.mark.parametrize("method", ["mae", "beit", "simmim"])
@@ -152,6 +186,21 @@ def test_bad_inputs_fail_before_training(tmp_path, method, extra, match):
     with pytest.raises(vitzoo.BadInputError, match=match):
         run(str(folder), method, *extra)
     assert not (folder / "checkpoints").exists()
+
+
+def test_push_to_hub_checked_first_and_run_pushed_at_the_end(tmp_path, monkeypatch):
+    from vitzoo import publish
+
+    folder = tmp_path / "no-repo"
+    with pytest.raises(vitzoo.BadInputError, match="--hub-model-id"):
+        run(str(folder), "simmim", "--epochs", "1", "--push-to-hub")
+    assert not folder.exists()  # nothing trained, nothing written
+    pushed = []
+    monkeypatch.setenv("HF_TOKEN", "hf_fakeTOKEN0123456789abcdefghijklmnop")
+    monkeypatch.setattr(publish, "push_run", lambda output_dir, repo_id, **kwargs: pushed.append((output_dir, repo_id, kwargs)))
+    folder = str(tmp_path / "pushed")
+    run(folder, "simmim", "--epochs", "1", "--push-to-hub", "--hub-model-id", "someone/mim", "--hub-private")
+    assert pushed == [(folder, "someone/mim", {"private": True, "revision": None})]
 
 
 def test_two_process_launch(tmp_path):

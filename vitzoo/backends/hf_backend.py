@@ -77,7 +77,9 @@ def build(
     # stage names, which follow num_hidden_layers) are computed from them
     config = family.build_config(spec, task, **label_kwargs(id2label), **config_overrides)
     with quiet_transformers():
-        return cls(config, **family.features_kwargs) if task == "features" else cls(config)
+        model = cls(config, **family.features_kwargs) if task == "features" else cls(config)
+    family.init_scratch(model)
+    return model
 
 
 def load_config(source: str, spec: ModelSpec, revision: str | None) -> PretrainedConfig:

@@ -41,6 +41,24 @@ class Family:
     dynamic_image_size: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- transformers side
+    def init_scratch(self, model: PreTrainedModel) -> None:
+        """Fix-ups of a randomly initialised model (`--scratch`), after transformers' own init.
+
+        transformers 5 leaves some learned tokens and position embeddings at zero when a model is
+        built from a config (BEiT's and ViT's MIM mask token, BEiT's CLS token and absolute
+        position embeddings, MAE's tokens); the papers draw them from N(0, 0.02) (timm's
+        trunc_normal_(std=.02)), and with zeros every masked position looks the same at the
+        start. Trainable ones that are all zero get that init here; checkpoints never come
+        through this path."""
+        std = getattr(model.config, "initializer_range", 0.02)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                last = name.rsplit(".", 1)[-1]
+                if parameter.is_meta:  # shape-only builds (parameter counts): nothing to fill
+                    continue
+                if last in ("cls_token", "mask_token", "position_embeddings") and parameter.requires_grad and not parameter.any():
+                    parameter.normal_(0.0, std)
+
     def transformers_class(self, spec: ModelSpec, task: str) -> type[PreTrainedModel]:
         import transformers
 

@@ -64,6 +64,29 @@ class MAE(Family):
             config.mask_ratio = 0.0
         return config
 
+    def init_scratch(self, model: PreTrainedModel) -> None:
+        """MAE's fixed 2D sin-cos position embeddings, encoder and decoder, which transformers 5
+        leaves at zero (and frozen) when it builds `ViTMAE*` from a config: without them neither
+        the encoder nor the decoder knows where a patch is, and reconstructions collapse to the
+        mean. Same layout as transformers' `initialize_weights` (its h/w halves swapped, as the
+        published checkpoints have them)."""
+        from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+
+        def sincos(parameter: torch.Tensor) -> None:
+            grid = int(round((parameter.shape[1] - 1) ** 0.5))
+            table = build_2d_sinusoidal_position_embedding(grid, grid, embed_dim=parameter.shape[-1], cls_token=True)
+            half = table.shape[-1] // 2
+            table = torch.cat([table[..., half:], table[..., :half]], dim=-1)
+            parameter.copy_(table.reshape(parameter.shape).to(parameter.dtype))
+
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if parameter.is_meta:
+                    continue
+                if name.endswith(("embeddings.position_embeddings", "decoder_pos_embed")) and not parameter.any():
+                    sincos(parameter)
+        super().init_scratch(model)  # then the CLS and mask tokens
+
     def needs_conversion(self, checkpoint_config: PretrainedConfig, task: str) -> bool:
         return task == "classification" and checkpoint_config.model_type == "vit_mae"
 

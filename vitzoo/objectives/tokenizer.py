@@ -8,10 +8,21 @@ VQ-KD, ...):
     tokenizer.encode(pixel_values) -> LongTensor (batch, num_patches), row-major patch order
 
 `KMeansTokenizer`, the default, works offline on any dataset: a k-means codebook fitted on the
-dataset's own patches (normalised images, each patch standardised to zero mean / unit variance
-so codes describe shape and contrast rather than brightness); a patch's code is its nearest
-centroid. It is saved with the run (`tokenizer/`: `codebook.safetensors` + `tokenizer.json`)
-and reloads with `KMeansTokenizer.load`.
+dataset's own patches; a patch's code is its nearest centroid. What is clustered is set by
+`normalisation`:
+
+- "pixels" (default): the patch's normalised pixels as they are, so a code describes brightness,
+  colour and shape together (k-means "visual words" on pixels, as in iGPT's colour clusters).
+- "patch": each patch shifted to zero mean and scaled to unit variance (with a floor, `PATCH_EPS`,
+  so that flat patches stay flat instead of having their faint noise blown up to unit variance),
+  so codes describe shape and contrast only, like MAE's normalised-pixel target.
+
+On small, low-detail images the per-patch standardisation throws away most of what a patch holds
+(an upscaled 8x8 digit's 4x4 patches are mostly uniform shades: their mean is the content), and
+with a tiny floor the flat background patches were scattered over dozens of codes at random,
+targets no model can predict; hence "pixels" by default. The tokenizer is saved with the run
+(`tokenizer/`: `codebook.safetensors` + `tokenizer.json`, normalisation included) and reloads
+with `KMeansTokenizer.load`.
 
 Compared with BEiT's DALL-E dVAE (8192 codes, trained on 250M images, a deep convolutional
 encoder that sees context beyond one patch): the k-means codebook is a per-patch vector
@@ -36,6 +47,8 @@ from vitzoo.io import atomic_directory
 
 MAX_VOCAB = 8192
 MAX_FIT_PATCHES = 200_000
+NORMALISATIONS = ("pixels", "patch")
+PATCH_EPS = 0.01  # variance floor of "patch" standardisation, in normalised-pixel units (ImageNet std = 1)
 CODEBOOK_FILE = "codebook.safetensors"
 CONFIG_FILE = "tokenizer.json"
 
@@ -61,12 +74,23 @@ def standardise(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (patches - mean) / (var + eps).sqrt()
 
 
-class KMeansTokenizer:
-    """Nearest-centroid codes of standardised patches."""
+def patch_features(pixel_values: torch.Tensor, patch_size: int, normalisation: str = "pixels") -> torch.Tensor:
+    """(B, C, H, W) normalised images -> (B, L, D) the vectors a k-means tokenizer clusters."""
+    if normalisation not in NORMALISATIONS:
+        raise BadInputError(f"tokenizer normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
+    patches = patchify(pixel_values.float(), patch_size)
+    return standardise(patches, eps=PATCH_EPS) if normalisation == "patch" else patches
 
-    def __init__(self, codebook: torch.Tensor, patch_size: int) -> None:
+
+class KMeansTokenizer:
+    """Nearest-centroid codes of patches (raw normalised pixels, or per-patch standardised)."""
+
+    def __init__(self, codebook: torch.Tensor, patch_size: int, normalisation: str = "pixels") -> None:
+        if normalisation not in NORMALISATIONS:
+            raise BadInputError(f"tokenizer normalisation must be one of {', '.join(NORMALISATIONS)}, got {normalisation!r}")
         self.codebook = codebook.float()
         self.patch_size = patch_size
+        self.normalisation = normalisation
 
     @property
     def vocab_size(self) -> int:
@@ -74,7 +98,7 @@ class KMeansTokenizer:
 
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        patches = standardise(patchify(pixel_values.float(), self.patch_size))
+        patches = patch_features(pixel_values, self.patch_size, self.normalisation)
         codebook = self.codebook.to(patches.device)
         # argmin ||p - c||^2 = argmin (||c||^2 - 2 p.c): no (B, L, K, D) tensor
         scores = codebook.pow(2).sum(-1) - 2 * patches @ codebook.T
@@ -82,11 +106,23 @@ class KMeansTokenizer:
 
     @classmethod
     @torch.no_grad()
-    def fit(
-        cls, patches: torch.Tensor, vocab_size: int, patch_size: int, iterations: int = 25, seed: int = 0
+    def fit_images(
+        cls, pixel_values: torch.Tensor, vocab_size: int, patch_size: int, normalisation: str = "pixels",
+        iterations: int = 25, seed: int = 0,
     ) -> KMeansTokenizer:
-        """Lloyd's k-means on (N, D) standardised patches, k-means++-style seeding; deterministic
-        for a given seed. Empty clusters are re-seeded with the worst-fitted patches."""
+        """Fit on the patches of (B, C, H, W) normalised images, as `encode` will see them."""
+        features = patch_features(pixel_values, patch_size, normalisation)
+        return cls.fit(features, vocab_size, patch_size, iterations=iterations, seed=seed, normalisation=normalisation)
+
+    @classmethod
+    @torch.no_grad()
+    def fit(
+        cls, patches: torch.Tensor, vocab_size: int, patch_size: int, iterations: int = 25, seed: int = 0,
+        normalisation: str = "pixels",
+    ) -> KMeansTokenizer:
+        """Lloyd's k-means on (N, D) patch features (`patch_features` with the same `normalisation`),
+        k-means++-style seeding; deterministic for a given seed. Empty clusters are re-seeded with
+        the worst-fitted patches."""
         if not 2 <= vocab_size <= MAX_VOCAB:
             raise BadInputError(f"tokenizer vocabulary must be in [2, {MAX_VOCAB}], got {vocab_size}")
         data = patches.reshape(-1, patches.shape[-1]).float()
@@ -117,14 +153,14 @@ class KMeansTokenizer:
             if empty.any():
                 error = (data - centroids[assign]).pow(2).sum(-1)
                 centroids[empty] = data[error.topk(int(empty.sum())).indices]
-        return cls(centroids, patch_size)
+        return cls(centroids, patch_size, normalisation)
 
     def save(self, directory: str) -> str:
         with atomic_directory(directory) as tmp:
             save_file({"codebook": self.codebook.contiguous()}, os.path.join(tmp, CODEBOOK_FILE))
             with open(os.path.join(tmp, CONFIG_FILE), "w") as handle:
                 json.dump({"type": "kmeans", "vocab_size": self.vocab_size, "patch_size": self.patch_size,
-                           "patch_normalisation": "per-patch zero mean, unit variance of normalised pixels"}, handle, indent=2)
+                           "normalisation": self.normalisation}, handle, indent=2)
         return directory
 
     @classmethod
@@ -134,7 +170,8 @@ class KMeansTokenizer:
             raise BadInputError(f"{directory} is not a saved tokenizer (no {CONFIG_FILE})")
         with open(path) as handle:
             config = json.load(handle)
-        return cls(load_file(os.path.join(directory, CODEBOOK_FILE))["codebook"], config["patch_size"])
+        return cls(load_file(os.path.join(directory, CODEBOOK_FILE))["codebook"], config["patch_size"],
+                   config.get("normalisation", "patch"))
 
 
 def check_vocab(tokenizer: VisualTokenizer, model_vocab_size: int) -> None:

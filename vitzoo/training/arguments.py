@@ -140,6 +140,7 @@ class DistillArguments(FinetuneArguments):
     alpha: float = arg(0.5, "weight of the distillation term (the label term gets 1 - alpha)")
     tau: float = arg(1.0, "temperature of soft distillation")
     label_map: str | None = arg(None, "how teacher classes match student classes: a JSON file {teacher: student} or teacher_name=student_name,...")
+    cache_teacher_logits: bool = arg(False, "DeiT: run the teacher once over the training set before training and read its logits afterwards; only without augmentation that changes images between epochs (--no-random-resized-crop, --hflip 0, no --auto-augment, --mixup 0, --cutmix 0)")
     # DINO
     out_dim: int = arg(65536, "DINO head output dimension (prototypes); small for small data")
     head_hidden_dim: int = arg(2048, "DINO head MLP width")
@@ -175,6 +176,7 @@ class PretrainArguments(DataArguments, ModelArguments, TrainingArguments):
     tokenizer_vocab_size: int = arg(256, "BEiT: codes of the fitted k-means tokenizer (at most 8192; must equal the model's vocab_size)")
     tokenizer_images: int = arg(2000, "BEiT: images whose patches the k-means tokenizer is fitted on")
     tokenizer_iterations: int = arg(25, "BEiT: k-means (Lloyd) iterations")
+    tokenizer_normalisation: str = arg("pixels", "BEiT: what the k-means tokenizer clusters: pixels (the patch's normalised pixels: brightness and shape) or patch (each patch standardised: shape and contrast only)", choices=["pixels", "patch"])
     blr: float = arg(1.5e-4, "base learning rate: lr = blr * total batch / 256 (MAE paper) unless --learning-rate is given")
     learning_rate: float | None = arg(None, "absolute peak learning rate (overrides --blr scaling)")
     warmup_ratio: float = arg(0.1, "share of all steps spent warming the learning rate up linearly")
