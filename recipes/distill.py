@@ -23,6 +23,7 @@ import time
 import warnings
 
 import torch
+from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import set_seed
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from tqdm.auto import tqdm
@@ -32,9 +33,13 @@ from vitzoo.data import eval_transform, load_splits, make_loader, mixup_fn, norm
 from vitzoo.objectives import dino
 from vitzoo.objectives.deit_distill import (
     FrozenTeacher,
+    IndexedDataset,
+    TeacherLogitCache,
+    check_cacheable,
     deit_distillation_loss,
     enable_distilled_training,
     has_distillation_token,
+    split_labels,
     student_heads,
     teacher_class_index,
 )
@@ -61,6 +66,7 @@ MODES = [
     "--method deit: distillation token + head (distilled students) or logit distillation (any other student)",
     "teacher: registry name, model folder or timm model (CNNs too); frozen, eval mode, no gradients, same autocast",
     "--distill-type none|soft|hard, --alpha, --tau (DeiT: hard, 0.5, 1.0); --label-map for other label sets",
+    "--cache-teacher-logits: the teacher runs once over the training set (runs without augmentation)",
     "--method dino: multi-crop, EMA teacher, centring + sharpening, DINO head (see vitzoo/objectives/dino.py)",
     "one process, DDP on GPUs or CPU (gloo); atomic checkpoints, --resume auto",
 ]
@@ -68,9 +74,21 @@ MODES = [
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(DistillArguments, argv, description=__doc__)
-    if args.method == "dino":
-        return train_dino(args)
-    return train_deit(args)
+    if args.method == "dino" and args.cache_teacher_logits:
+        raise vitzoo.BadInputError("--cache-teacher-logits is for --method deit (DINO's teacher changes every step)")
+    if args.push_to_hub:
+        from vitzoo.publish import check_push
+
+        check_push(args.hub_model_id)  # a bad repo id or a missing token stops here, not after training
+    return train_dino(args) if args.method == "dino" else train_deit(args)
+
+
+def push_if_asked(args: DistillArguments, accelerator) -> None:
+    """--push-to-hub: publish the run's model/ (as `vitzoo push`) once training is over, from the main process."""
+    if args.push_to_hub and accelerator.is_main_process:
+        from vitzoo.publish import push_run
+
+        push_run(args.output_dir, args.hub_model_id, private=args.hub_private, revision=args.hub_revision)
 
 
 def train_deit(args: DistillArguments) -> dict:
@@ -92,6 +110,10 @@ def train_deit(args: DistillArguments) -> dict:
     augmentation = {"hflip": 0.5, "crop_scale": 0.08, **splits.augmentation}
     hflip = augmentation["hflip"] if args.hflip is None else args.hflip
     crop_scale = augmentation["crop_scale"] if args.crop_scale is None else args.crop_scale
+    caching = args.cache_teacher_logits and args.distill_type != "none"
+    if caching:  # before any model is built: cached logits must belong to the images trained on
+        check_cacheable(random_resized_crop=args.random_resized_crop, hflip=hflip, auto_augment=args.auto_augment,
+                        mixup=args.mixup, cutmix=args.cutmix)
 
     # ---- student, then teacher: label sets checked before any training
     zoo = vitzoo.load(
@@ -119,10 +141,12 @@ def train_deit(args: DistillArguments) -> dict:
                   f"{'RANDOM init' if args.teacher_scratch else 'trained weights'}), {teacher.zoo.num_params / 1e6:.2f}M "
                   f"parameters, frozen; distill type {args.distill_type}, alpha {args.alpha}, tau {args.tau}", flush=True)
     preprocessing = zoo.spec.preprocessing
+    transform = train_transform(preprocessing, image_size=zoo.image_size, auto_augment=args.auto_augment, hflip=hflip,
+                                random_resized_crop=args.random_resized_crop, scale=(crop_scale, 1.0))
+    # with cached logits each batch also carries its samples' indices: labels come as (label, index) pairs
     train_loader = make_loader(
-        splits.train, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed, num_workers=args.num_workers,
-        transform=train_transform(preprocessing, image_size=zoo.image_size, auto_augment=args.auto_augment, hflip=hflip,
-                                  random_resized_crop=args.random_resized_crop, scale=(crop_scale, 1.0)),
+        IndexedDataset(splits.train) if caching else splits.train, batch_size=args.batch_size, shuffle=True,
+        drop_last=True, seed=args.seed, num_workers=args.num_workers, transform=transform,
     )
     eval_loader = make_loader(
         splits.eval, batch_size=args.eval_batch_size or 2 * args.batch_size, shuffle=False,
@@ -147,11 +171,29 @@ def train_deit(args: DistillArguments) -> dict:
         accelerator.print(f"resumed from {checkpoint}: epoch {state.epoch}, step {state.step}")
     run.save_args(args)
 
+    # ---- cached teacher: one pass over the training set (the same images as every epoch), then look-ups
+    cache = None
+    if caching:
+        loader = make_loader(IndexedDataset(splits.train), batch_size=args.eval_batch_size or 2 * args.batch_size,
+                             shuffle=False, num_workers=args.num_workers, transform=transform)
+        # sharded among the processes like a prepared loader, but not registered with the accelerator
+        # (its checkpoints keep the same layout with or without the cache)
+        loader = prepare_data_loader(loader, accelerator.device, num_processes=accelerator.num_processes,
+                                     process_index=accelerator.process_index, put_on_device=True)
+        with torch.random.fork_rng(devices=[]):  # the run's random stream stays as without the cache
+            cache = TeacherLogitCache.build(
+                teacher, loader, len(splits.train), len(teacher.class_index), accelerator=accelerator,
+                pixels=lambda images: prepare_pixels(images, preprocessing, args.channels_last),
+            )
+        accelerator.print(f"cached the teacher's logits of {len(splits.train)} training images in {cache.seconds:.1f} s; "
+                          "the teacher does not run again")
+
     # ---- the loop: the class head learns the labels, the distillation head the teacher
     throughput = Throughput()
     best = {"accuracy": state.best_metric} if state.best_metric is not None else None
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_main_process, desc="distilling")
-    window_start, teacher_seconds = throughput.last, 0.0
+    loop_teacher_seconds = teacher.seconds if teacher is not None else 0.0
+    window_start, teacher_seconds = throughput.last, loop_teacher_seconds
     for epoch in range(state.epoch, args.epochs):
         model.train()
         train_loader.set_epoch(epoch)
@@ -161,13 +203,18 @@ def train_deit(args: DistillArguments) -> dict:
             state.batches_in_epoch += 1
             if images.shape[0] == 0:
                 continue
+            if cache is not None:
+                labels, indices = split_labels(labels)
             pixels = prepare_pixels(images, preprocessing, args.channels_last)
             targets = labels
             if mixup is not None:
                 pixels, targets = mixup(pixels, labels)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    teacher_logits = teacher(pixels) if teacher is not None else None
+                    if cache is not None:
+                        teacher_logits = cache(indices)
+                    else:
+                        teacher_logits = teacher(pixels) if teacher is not None else None
                     cls_logits, dist_logits = student_heads(model, pixels)
                     loss = deit_distillation_loss(cls_logits, dist_logits, teacher_logits, targets,
                                                   distill_type=args.distill_type, alpha=args.alpha, tau=args.tau,
@@ -216,7 +263,9 @@ def train_deit(args: DistillArguments) -> dict:
         "teacher": args.teacher,
         "distill_type": args.distill_type,
         "distillation_token": token,
-        "teacher_time_share": (teacher.seconds / wall_time) if teacher is not None else 0.0,
+        "teacher_time_share": ((teacher.seconds - loop_teacher_seconds) / wall_time) if teacher is not None else 0.0,
+        "cached_teacher_logits": cache is not None,
+        "teacher_cache_seconds": cache.seconds if cache is not None else 0.0,
         "eval": best,
         "steps": state.step,
         "epochs": args.epochs,
@@ -227,6 +276,7 @@ def train_deit(args: DistillArguments) -> dict:
         "environment": environment(),
     }
     run.save_results(results)
+    push_if_asked(args, accelerator)
     if accelerator.is_main_process:
         print(f"done: eval accuracy {best['accuracy']:.4f} (top-5 {best['top5']:.4f}, macro F1 {best['macro_f1']:.4f}), "
               f"teacher {results['teacher_time_share']:.0%} of the time, {wall_time / 60:.1f} min; model in {run.file(MODEL_DIR)}")
@@ -371,6 +421,7 @@ def train_dino(args: DistillArguments) -> dict:
         "environment": environment(),
     }
     run.save_results(results)
+    push_if_asked(args, accelerator)
     if accelerator.is_main_process:
         print(f"done: teacher k-NN accuracy {knn:.4f}, {wall_time / 60:.1f} min; backbone in {run.file(MODEL_DIR)}")
     return results

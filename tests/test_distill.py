@@ -241,22 +241,210 @@ def test_dino_recipe_saves_a_backbone(tiny_hub, tmp_path):
     assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
 
 
-def test_two_process_launch(tmp_path):
-    """`accelerate launch --num_processes 2` on CPUs: one distilled student, a teacher per process."""
+def launch_two_processes(output: str, *argv: str):
+    """`accelerate launch --multi_gpu --num_processes 2` of recipes/distill.py on CPUs (gloo); (results, stdout)."""
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    output = str(tmp_path / "ddp")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               os.path.join(root, "recipes", "distill.py"), "--model", "deit-tiny-distilled", *TINY,
-               "--teacher", "resnet18", "--teacher-scratch", "--epochs", "1", "--output-dir", output]
+               os.path.join(root, "recipes", "distill.py"), *argv, "--output-dir", output]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(output, "results.json")) as handle:
-        results = json.load(handle)
+        return json.load(handle), done.stdout
+
+
+def test_two_process_launch(tmp_path):
+    """`accelerate launch --num_processes 2` on CPUs: one distilled student, a teacher per process."""
+    results, stdout = launch_two_processes(str(tmp_path / "ddp"), "--model", "deit-tiny-distilled", *TINY,
+                                           "--teacher", "resnet18", "--teacher-scratch", "--epochs", "1")
     assert results["num_processes"] == 2 and results["steps"] == 96 // 16 // 2
     assert results["eval"]["samples"] == 32
-    assert "distributed: MULTI_CPU" in done.stdout
+    assert "distributed: MULTI_CPU" in stdout
+
+
+def test_two_process_cached_teacher_logits_match_the_live_teacher(tmp_path):
+    """Under 2 processes each caches its shard and the shards are gathered: the losses of every step
+    (both epochs, samples from either shard) equal those of the same run with the live teacher."""
+    argv = ["--model", "deit-tiny-distilled", *TINY, *NO_AUGMENTATION, "--teacher", "resnet18", "--teacher-scratch",
+            "--distill-type", "soft", "--tau", "2", "--epochs", "2"]
+    live, _ = launch_two_processes(str(tmp_path / "live"), *argv)
+    cached, stdout = launch_two_processes(str(tmp_path / "cached"), *argv, "--cache-teacher-logits")
+    assert "cached the teacher's logits of 96 training images" in stdout
+    assert cached["cached_teacher_logits"] and not live["cached_teacher_logits"]
+    assert cached["num_processes"] == 2 and cached["steps"] == live["steps"] == 2 * 96 // 16 // 2
+
+    def losses(run):
+        with open(os.path.join(str(tmp_path / run), "metrics.jsonl")) as handle:
+            return [event["loss"] for event in map(json.loads, handle) if "loss" in event]
+
+    assert len(losses("cached")) == cached["steps"]
+    assert losses("cached") == pytest.approx(losses("live"), rel=1e-4)
+
+
+def test_two_process_dino(tmp_path):
+    """DINO under `accelerate launch --num_processes 2`: one student, its EMA teacher and the centre in step."""
+    output = str(tmp_path / "dino")
+    results, stdout = launch_two_processes(
+        output, "--method", "dino", "--model", "dino-vits16", *TINY, "--out-dim", "32", "--head-hidden-dim", "32",
+        "--head-bottleneck-dim", "16", "--local-crops", "2", "--epochs", "2")
+    assert "distributed: MULTI_CPU" in stdout
+    assert results["num_processes"] == 2 and results["steps"] == 2 * 96 // 16 // 2
+    assert 0 <= results["eval"]["knn_accuracy"] <= 1 and results["final_loss"] == results["final_loss"]  # not NaN
+    events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
+    centres = [e["center_norm"] for e in events if "center_norm" in e]
+    assert len(centres) == results["steps"] and centres[-1] != centres[0]
+    zoo = vitzoo.load(os.path.join(output, "model"), task="features")
+    assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
+
+
+# --------------------------------------------------------------------------- cached teacher logits
+NO_AUGMENTATION = ["--no-random-resized-crop", "--hflip", "0", "--mixup", "0", "--cutmix", "0"]
+
+
+def test_cached_teacher_logits_give_the_live_loss(tiny_hub, tmp_path, monkeypatch):
+    """--cache-teacher-logits: the teacher runs over the training set once, before the first step, and
+    each step's loss equals the one the live teacher gives on the same batch, under the same autocast."""
+    events, steps = [], []
+    forward, heads, loss_fn = distill.FrozenTeacher.forward, distill.student_heads, distill.deit_distillation_loss
+
+    def teacher_spy(self, pixels):
+        events.append(("teacher", pixels.shape[0]))
+        return forward(self, pixels)
+
+    def heads_spy(model, pixels):
+        events.append(("student", pixels.shape[0]))
+        autocast = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+        cls, dist = heads(model, pixels)
+        steps.append({"pixels": pixels.detach().clone(), "cls": cls.detach().clone(), "dist": dist.detach().clone(),
+                      "autocast": autocast})
+        return cls, dist
+
+    def loss_spy(cls, dist, teacher_logits, targets, **kwargs):
+        loss = loss_fn(cls, dist, teacher_logits, targets, **kwargs)
+        steps[-1].update(targets=targets.clone(), loss=loss.detach().clone(), kwargs=kwargs,
+                         teacher_autocast=torch.is_autocast_enabled("cpu"))
+        return loss
+
+    teachers = []
+    init = distill.FrozenTeacher.__init__
+    monkeypatch.setattr(distill.FrozenTeacher, "__init__", lambda self, *a, **k: (init(self, *a, **k), teachers.append(self))[0])
+    monkeypatch.setattr(distill.FrozenTeacher, "forward", teacher_spy)
+    monkeypatch.setattr(distill, "student_heads", heads_spy)
+    monkeypatch.setattr(distill, "deit_distillation_loss", loss_spy)
+    results = distill.main(["--model", "deit-tiny-distilled", *TINY, *NO_AUGMENTATION, "--teacher", "resnet18",
+                            "--teacher-scratch", "--distill-type", "soft", "--tau", "2", "--eval-batch-size", "40",
+                            "--cache-teacher-logits", "--epochs", "2", "--output-dir", str(tmp_path / "run")])
+    assert results["cached_teacher_logits"] and results["steps"] == 2 * 96 // 16
+    # one batched pass over all 96 training images, then never again (evaluation runs the student alone)
+    first_student = next(i for i, (who, _) in enumerate(events) if who == "student")
+    assert events[:first_student] == [("teacher", 40), ("teacher", 40), ("teacher", 16)]
+    assert all(who == "student" for who, _ in events[first_student:])
+    assert results["teacher_time_share"] == 0.0 and results["teacher_cache_seconds"] > 0
+    # every step, both epochs: the live teacher on that step's pixels gives the same loss
+    monkeypatch.setattr(distill.FrozenTeacher, "forward", forward)
+    teacher = teachers[0]
+    training = [s for s in steps if "loss" in s]
+    assert len(training) == results["steps"]
+    for step in training:
+        enabled, dtype = step["autocast"]
+        assert step["teacher_autocast"] == enabled
+        with torch.autocast("cpu", dtype=dtype, enabled=enabled):
+            live = teacher(step["pixels"])
+        expected = loss_fn(step["cls"], step["dist"], live, step["targets"], **step["kwargs"])
+        assert torch.allclose(step["loss"], expected, rtol=1e-3, atol=1e-4), (step["loss"], expected)
+    # and the loss does depend on the teacher's logits: other logits, another loss
+    step = training[0]
+    other = loss_fn(step["cls"], step["dist"], torch.randn_like(live), step["targets"], **step["kwargs"])
+    assert not torch.allclose(step["loss"], other, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--hflip", "0"], "random resized crop"),  # on by default
+    (["--no-random-resized-crop", "--hflip", "0.5"], "--hflip 0.5"),
+    (["--no-random-resized-crop", "--hflip", "0", "--auto-augment", "rand"], "--auto-augment rand"),
+    (["--no-random-resized-crop", "--hflip", "0", "--mixup", "0.2"], "--mixup 0.2"),
+    (["--no-random-resized-crop", "--hflip", "0", "--cutmix", "1.0"], "--cutmix 1.0"),
+])
+def test_cached_teacher_logits_refused_with_augmentation(tiny_hub, tmp_path, flags, named):
+    argv = ["--model", "deit-tiny-distilled", *TINY, *flags, "--teacher", "resnet18", "--teacher-scratch",
+            "--cache-teacher-logits", "--output-dir", str(tmp_path / "x")]
+    with pytest.raises(vitzoo.BadInputError, match="--cache-teacher-logits") as error:
+        distill.main(argv)
+    assert named in str(error.value)
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_cached_teacher_logits_refused_for_dino(tmp_path):
+    with pytest.raises(vitzoo.BadInputError, match="--cache-teacher-logits"):
+        distill.main(["--method", "dino", "--cache-teacher-logits", "--output-dir", str(tmp_path / "x")])
+
+
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("method", ["deit", "dino"])
+def test_resume_matches_uninterrupted_run(tiny_hub, tmp_path, monkeypatch, method):
+    """Killed mid-epoch and resumed with --resume auto, a run ends with the same weights (DINO: the
+    saved teacher backbone, so its EMA and the centre are restored too)."""
+    from safetensors.torch import load_file
+
+    from vitzoo.training import checkpoint as checkpoint_module
+
+    if method == "deit":
+        argv = ["--model", "deit-tiny-distilled", *TINY, "--teacher", "resnet18", "--teacher-scratch",
+                "--max-train-samples", "64"]
+    else:
+        argv = ["--method", "dino", "--model", "dino-vits16", *TINY, "--max-train-samples", "64",
+                "--out-dim", "32", "--head-hidden-dim", "32", "--head-bottleneck-dim", "16", "--local-crops", "2"]
+    argv += ["--epochs", "2", "--checkpoint-steps", "3", "--seed", "3"]
+    straight = str(tmp_path / "straight")
+    distill.main([*argv, "--output-dir", straight])
+
+    original = checkpoint_module.save_checkpoint
+
+    def crash_after_step_three(accelerator, output_dir, state, keep):
+        path = original(accelerator, output_dir, state, keep)
+        if state.step == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return path
+
+    resumed = str(tmp_path / "resumed")
+    monkeypatch.setattr(distill, "save_checkpoint", crash_after_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        distill.main([*argv, "--output-dir", resumed])
+    monkeypatch.setattr(distill, "save_checkpoint", original)
+    assert checkpoint_module.latest_checkpoint(resumed).endswith("step-00000003")  # mid-epoch (4 steps each)
+    results = distill.main([*argv, "--resume", "auto", "--output-dir", resumed])
+    assert results["steps"] == 8
+    expected = load_file(os.path.join(straight, "model", "model.safetensors"))
+    got = load_file(os.path.join(resumed, "model", "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+# --------------------------------------------------------------------------- --push-to-hub
+@pytest.mark.parametrize("method", ["deit", "dino"])
+def test_push_to_hub_checked_first_and_run_pushed_at_the_end(tiny_hub, tmp_path, monkeypatch, method):
+    from vitzoo import publish
+
+    if method == "deit":
+        argv = ["--model", "deit-tiny-distilled", *TINY, "--teacher", "resnet18", "--teacher-scratch"]
+    else:
+        argv = ["--method", "dino", "--model", "dino-vits16", *TINY, "--out-dim", "32", "--head-hidden-dim", "32",
+                "--head-bottleneck-dim", "16", "--local-crops", "2"]
+    argv += ["--max-train-samples", "32", "--epochs", "1"]
+    folder = tmp_path / "no-repo"
+    with pytest.raises(vitzoo.BadInputError, match="--hub-model-id"):
+        distill.main([*argv, "--push-to-hub", "--output-dir", str(folder)])
+    assert not folder.exists()  # nothing trained, nothing written
+    pushed = []
+    monkeypatch.setenv("HF_TOKEN", "hf_fakeTOKEN0123456789abcdefghijklmnop")
+    monkeypatch.setattr(publish, "push_run", lambda output_dir, repo_id, **kwargs: pushed.append((output_dir, repo_id, kwargs)))
+    folder = str(tmp_path / "pushed")
+    distill.main([*argv, "--push-to-hub", "--hub-model-id", "someone/distilled", "--hub-revision", "v1",
+                  "--output-dir", folder])
+    assert pushed == [(folder, "someone/distilled", {"private": False, "revision": "v1"})]
+    assert os.path.isfile(os.path.join(folder, "model", "model.safetensors"))  # pushed once the model was saved

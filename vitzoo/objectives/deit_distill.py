@@ -7,6 +7,10 @@ with D = KL(softmax(teacher / tau) || softmax(student / tau)) * tau^2 ("soft", b
 CE(student, argmax teacher) ("hard", DeiT's default with alpha 0.5, tau 1). The same formula as
 timm's `timm.task.TokenDistillationTask` / `LogitDistillationTask` with `task_loss_weight=1 - alpha`
 (tests hold them equal). A student without a distillation token uses its one head for both terms.
+
+Without augmentation that changes a sample's image between epochs, the teacher's logits are the
+same every epoch: `TeacherLogitCache` computes them once (`--cache-teacher-logits`), and the
+training loader yields each sample's index next to its label (`IndexedDataset`) to look them up.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from vitzoo.errors import BadInputError
 from vitzoo.registry import Preprocessing
@@ -177,3 +182,105 @@ class FrozenTeacher(nn.Module):
         logits = forward_logits(self.model, pixels)[:, self.class_index]
         self.seconds += time.perf_counter() - start
         return logits.detach()
+
+
+# --------------------------------------------------------------------------- cached teacher logits
+def augmentations_that_vary(
+    *, random_resized_crop: bool, hflip: float, auto_augment: str | None, mixup: float, cutmix: float
+) -> list[str]:
+    """The flags (as given) under which a sample's training image differs between epochs."""
+    varying = []
+    if random_resized_crop:
+        varying.append("random resized crop is on (--no-random-resized-crop turns it off)")
+    if hflip > 0:
+        varying.append(f"--hflip {hflip} (use --hflip 0)")
+    if auto_augment:
+        varying.append(f"--auto-augment {auto_augment} (omit it)")
+    if mixup > 0:
+        varying.append(f"--mixup {mixup} (use --mixup 0)")
+    if cutmix > 0:
+        varying.append(f"--cutmix {cutmix} (use --cutmix 0)")
+    return varying
+
+
+def check_cacheable(**augmentation: Any) -> None:
+    """`--cache-teacher-logits` only where every epoch shows the teacher the same images."""
+    varying = augmentations_that_vary(**augmentation)
+    if varying:
+        raise BadInputError(
+            "--cache-teacher-logits needs training images that are the same in every epoch, but "
+            + "; ".join(varying)
+            + ". Cached logits would belong to other images: turn these off, or drop --cache-teacher-logits"
+        )
+
+
+class IndexedDataset(Dataset):
+    """`dataset`'s items with their index: `(image, (label, index))`, so the loader's collate stacks
+    `(label, index)` pairs into a Bx2 tensor (`split_labels` takes it apart); a None item (an
+    undecodable image) stays None. Anything else is read from the wrapped dataset."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        if item is None:
+            return None
+        image, label = item
+        return image, (label, index)
+
+    def __getattr__(self, name: str) -> Any:  # skipped, skipped_items, name, ...
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def split_labels(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An `IndexedDataset` batch's Bx2 (label, index) tensor -> (labels, indices)."""
+    return keys[:, 0], keys[:, 1]
+
+
+class TeacherLogitCache:
+    """The teacher's logits for every training sample, computed once: `cache[indices]`.
+
+    `build` runs the (frozen) teacher over a loader of `IndexedDataset` batches, under the given
+    autocast; with several processes the loader is sharded among them and the shards are
+    gathered, so every process holds the logits of the whole training set (float32, on the CPU;
+    looked-up rows move to the batch's device). Rows of undecodable images stay NaN and are never
+    asked for: they are dropped from training batches as well."""
+
+    def __init__(self, table: torch.Tensor, seconds: float = 0.0) -> None:
+        self.table = table
+        self.seconds = seconds
+
+    @classmethod
+    def build(cls, teacher: nn.Module, loader: Any, num_samples: int, num_classes: int, *, pixels: Any,
+              accelerator: Any) -> TeacherLogitCache:
+        """`pixels(uint8 batch)` turns a loader batch into the student's normalised input;
+        `loader` should be prepared by `accelerator` (sharded, on its device)."""
+        start = time.perf_counter()
+        table = torch.full((num_samples, num_classes), float("nan"))
+        device = accelerator.device
+        for images, keys in loader:
+            _, indices = split_labels(keys.to(device))
+            if images.shape[0]:
+                with accelerator.autocast():
+                    logits = teacher(pixels(images.to(device))).float()
+            else:
+                logits = torch.zeros((0, num_classes), device=device)
+            if accelerator.num_processes > 1:  # shards may differ in size (dropped images): pad, gather, unpad
+                indices = accelerator.gather(accelerator.pad_across_processes(indices.contiguous(), dim=0, pad_index=-1))
+                logits = accelerator.gather(accelerator.pad_across_processes(logits.contiguous(), dim=0))
+            keep = indices >= 0
+            table[indices[keep].cpu()] = logits[keep].cpu()
+        return cls(table, time.perf_counter() - start)
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        logits = self.table[indices.cpu()]
+        if torch.isnan(logits).any():
+            missing = indices.cpu()[torch.isnan(logits).any(dim=1)].tolist()
+            raise RuntimeError(f"no cached teacher logits for training samples {missing[:5]}")
+        return logits.to(indices.device, non_blocking=True)
