@@ -88,6 +88,10 @@ def test_scratch_models_get_positions_and_tokens():
                        config_overrides=ARCH + ",use_absolute_position_embeddings=true").model.beit.embeddings
     for tensor in (beit.cls_token, beit.mask_token, beit.position_embeddings):
         assert tensor.abs().sum() > 0
+    deit = vitzoo.load("deit-tiny-distilled", pretrained=False, image_size=16, num_labels=3,
+                       config_overrides=ARCH).model.deit.embeddings
+    assert deit.cls_token.abs().sum() > 0 and deit.distillation_token.abs().sum() > 0
+    assert not torch.equal(deit.cls_token, deit.distillation_token)  # two tokens, two draws
 
 
 def test_block_masking_share_and_blocks():

@@ -19,6 +19,10 @@ from vitzoo.registry import Architecture, ModelSpec
 TASKS = ("classification", "features", "pretraining")
 
 
+# learned tokens and position tables that papers (and timm) draw from N(0, 0.02) at random init
+SCRATCH_TOKENS = ("cls_token", "mask_token", "distillation_token", "position_embeddings")
+
+
 class Family:
     """Default behaviour: a plain ViT with a CLS token, as transformers' `ViT*` classes."""
 
@@ -46,7 +50,7 @@ class Family:
 
         transformers 5 leaves some learned tokens and position embeddings at zero when a model is
         built from a config (BEiT's and ViT's MIM mask token, BEiT's CLS token and absolute
-        position embeddings, MAE's tokens); the papers draw them from N(0, 0.02) (timm's
+        position embeddings, MAE's tokens, DeiT's CLS and distillation tokens); the papers draw them from N(0, 0.02) (timm's
         trunc_normal_(std=.02)), and with zeros every masked position looks the same at the
         start. Trainable ones that are all zero get that init here; checkpoints never come
         through this path."""
@@ -56,7 +60,7 @@ class Family:
                 last = name.rsplit(".", 1)[-1]
                 if parameter.is_meta:  # shape-only builds (parameter counts): nothing to fill
                     continue
-                if last in ("cls_token", "mask_token", "position_embeddings") and parameter.requires_grad and not parameter.any():
+                if last in SCRATCH_TOKENS and parameter.requires_grad and not parameter.any():
                     parameter.normal_(0.0, std)
 
     def transformers_class(self, spec: ModelSpec, task: str) -> type[PreTrainedModel]:
