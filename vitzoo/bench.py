@@ -280,8 +280,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         ("data_vs_train", "data / train", "{:.2f}x"),
         ("inference_mfu", "inference MFU", "{:.0%}"),
         ("train_mfu", "train MFU", "{:.0%}"),
-        ("recipe_vs_trainer", "recipe / Trainer", "{:.2f}x"),
         ("timm_train_mfu", "timm train MFU", "{:.0%}"),
+        ("recipe_vs_trainer", "recipe / Trainer", "{:.2f}x"),
     ]
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in results:
