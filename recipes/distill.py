@@ -29,7 +29,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from tqdm.auto import tqdm
 
 import vitzoo
-from vitzoo.data import eval_transform, load_splits, make_loader, mixup_fn, normalize_batch, train_transform
+from vitzoo.data import eval_transform, make_loader, mixup_fn, normalize_batch, train_transform
 from vitzoo.objectives import dino
 from vitzoo.objectives.deit_distill import (
     FrozenTeacher,
@@ -44,7 +44,7 @@ from vitzoo.objectives.deit_distill import (
     teacher_class_index,
 )
 from vitzoo.probe import extract_features, knn_evaluate
-from vitzoo.training.arguments import DistillArguments, parse
+from vitzoo.training.arguments import DistillArguments, load_data, parse
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.engine import (
     MODEL_DIR,
@@ -102,11 +102,7 @@ def train_deit(args: DistillArguments) -> dict:
     set_seed(args.seed)
     run = RunFolder(args.output_dir, accelerator)
 
-    splits = load_splits(
-        args.dataset, image_column=args.image_column, label_column=args.label_column, train_split=args.train_split,
-        eval_split=args.eval_split, val_fraction=args.val_fraction, seed=args.seed,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-    )
+    splits = load_data(args)
     augmentation = {"hflip": 0.5, "crop_scale": 0.08, **splits.augmentation}
     hflip = augmentation["hflip"] if args.hflip is None else args.hflip
     crop_scale = augmentation["crop_scale"] if args.crop_scale is None else args.crop_scale
@@ -291,11 +287,7 @@ def train_dino(args: DistillArguments) -> dict:
     banner("self-distillation (DINO)", MODES, accelerator)
     set_seed(args.seed)
     run = RunFolder(args.output_dir, accelerator)
-    splits = load_splits(
-        args.dataset, image_column=args.image_column, label_column=args.label_column, train_split=args.train_split,
-        eval_split=args.eval_split, val_fraction=args.val_fraction, seed=args.seed,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-    )
+    splits = load_data(args)
     zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend=args.backend,
                       revision=args.revision, image_size=args.image_size, config_overrides=args.config_overrides)
     arch = zoo.spec.architecture

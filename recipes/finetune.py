@@ -26,8 +26,8 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from tqdm.auto import tqdm
 
 import vitzoo
-from vitzoo.data import eval_transform, load_splits, make_loader, mixup_fn, train_transform
-from vitzoo.training.arguments import FinetuneArguments, parse
+from vitzoo.data import eval_transform, make_loader, mixup_fn, train_transform
+from vitzoo.training.arguments import FinetuneArguments, load_data, parse
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.engine import (
     MODEL_DIR,
@@ -68,17 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = RunFolder(args.output_dir, accelerator)
 
     # ---- data: label names travel from the dataset into the model's config
-    splits = load_splits(
-        args.dataset,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-    )
+    splits = load_data(args)
 
     # the source may ask for other augmentation defaults (digits: no flips); flags always win
     augmentation = {"hflip": 0.5, "crop_scale": 0.08, **splits.augmentation}

@@ -37,11 +37,11 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 import vitzoo
-from vitzoo.data import eval_transform, load_splits, make_loader, train_transform
+from vitzoo.data import eval_transform, make_loader, train_transform
 from vitzoo.objectives.masking import check_mask_patch_size, check_mask_ratio, default_mask_patch_size
 from vitzoo.objectives.mim import BEiTObjective, MAEObjective, SimMIMObjective
 from vitzoo.objectives.tokenizer import KMeansTokenizer, check_vocab
-from vitzoo.training.arguments import PretrainArguments, parse
+from vitzoo.training.arguments import PretrainArguments, load_data, parse
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.engine import (
     MODEL_DIR,
@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = RunFolder(args.output_dir, accelerator)
 
     # ---- data: only the images matter
-    splits = load_splits(args.dataset, image_column=args.image_column, label_column=args.label_column,
-                         train_split=args.train_split, eval_split=args.eval_split, val_fraction=args.val_fraction,
-                         seed=args.seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
+    splits = load_data(args)  # labels, if any, are ignored
     hflip = splits.augmentation.get("hflip", 0.5) if args.hflip is None else args.hflip
 
     # ---- model: the method's pretraining class, its masking settings in the config

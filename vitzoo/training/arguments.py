@@ -11,12 +11,15 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from transformers import HfArgumentParser
 
 from vitzoo.errors import BadInputError
+
+if TYPE_CHECKING:
+    from vitzoo.data import Splits
 
 T = TypeVar("T")
 
@@ -38,6 +41,17 @@ class DataArguments:
     max_train_samples: int | None = arg(None, "use at most this many training images (quick runs)")
     max_eval_samples: int | None = arg(None, "use at most this many evaluation images")
     num_workers: int | None = arg(None, "data-loading processes per training process (default: with GPUs, most cores shared among them; on a CPU, 0 up to 2 cores, else min(4, CPUs/4))")
+
+
+def load_data(args: DataArguments) -> Splits:
+    """The train/eval splits that a recipe's data flags name (its `--seed` also seeds the held-out split)."""
+    from vitzoo.data import load_splits
+
+    return load_splits(
+        args.dataset, image_column=args.image_column, label_column=args.label_column, train_split=args.train_split,
+        eval_split=args.eval_split, val_fraction=args.val_fraction, seed=args.seed,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+    )
 
 
 @dataclass
