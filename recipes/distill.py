@@ -297,9 +297,13 @@ def train_dino(args: DistillArguments) -> dict:
                       "estimated from few samples and may be unstable (use 16 or more)", stacklevel=2)
     augmentation = {"hflip": 0.5, **splits.augmentation}
     hflip = augmentation["hflip"] if args.hflip is None else args.hflip
-    head = dino.DINOHead(arch.hidden_size, args.out_dim, args.head_hidden_dim, args.head_bottleneck_dim)
+    head = dino.DINOHead(arch.hidden_size, args.out_dim, args.head_hidden_dim, args.head_bottleneck_dim,
+                         batch_norm=args.head_batch_norm, norm_last_layer=args.norm_last_layer)
     student = dino.DINOModel(zoo.model.train(), head, zoo.family, arch, zoo.image_size)
+    if head.has_batch_norm and accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
     teacher = copy.deepcopy(student).eval()  # the EMA of the student; never trained by gradients
+    teacher.head.train(head.has_batch_norm)  # as in DINO, a batch-norm head normalises with the batch's statistics
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     teacher.to(accelerator.device)
@@ -384,6 +388,8 @@ def train_dino(args: DistillArguments) -> dict:
                          "loss": loss.item(), "lr": optimizer.param_groups[-1]["lr"],
                          "weight_decay": float(weight_decay[index]), "momentum": float(momentum[index]),
                          "teacher_temp": criterion.teacher_temperature(epoch),
+                         "teacher_entropy": float(criterion.teacher_entropy),
+                         "mean_teacher_entropy": float(criterion.mean_teacher_entropy),
                          "center_norm": float(criterion.center.norm()), "images_per_second": throughput.window()}
                 run.log(event)
                 progress.set_postfix(loss=f"{event['loss']:.4f}")
@@ -395,7 +401,13 @@ def train_dino(args: DistillArguments) -> dict:
         knn = knn_monitor(teacher_zoo, splits, preprocessing, args, accelerator)
         last_loss = loss.item()
         run.log({"step": state.step, "epoch": epoch + 1, "eval": True, "knn_accuracy": knn})
-        accelerator.print(f"epoch {epoch + 1}: loss {last_loss:.4f}, teacher k-NN accuracy {knn:.4f}")
+        accelerator.print(f"epoch {epoch + 1}: loss {last_loss:.4f}, teacher entropy {float(criterion.teacher_entropy):.3f} "
+                          f"(uniform {math.log(args.out_dim):.3f}), teacher k-NN accuracy {knn:.4f}")
+        collapse = criterion.collapse()
+        if collapse and accelerator.is_main_process:
+            warnings.warn(f"DINO's teacher outputs look collapsed ({collapse}) after epoch {epoch + 1}. On small data and "
+                          "tiny scratch ViTs, try --head-batch-norm, a lower --momentum-teacher (0.99), a smaller --out-dim, "
+                          "and --teacher-temp between 0.02 and 0.04", stacklevel=2)
         save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints)
     progress.close()
     if knn is None:  # resumed after the last epoch

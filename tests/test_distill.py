@@ -4,6 +4,7 @@ teacher, and DINO's pieces (EMA teacher, centre, loss) and recipe, on tiny model
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -218,6 +219,45 @@ def test_dino_head_and_loss_falls():
     assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
 
 
+def test_dino_head_batch_norm_and_learnt_last_layer_norm():
+    torch.manual_seed(0)
+    plain = dino.DINOHead(8, 16, hidden_dim=32, bottleneck_dim=8)
+    head = dino.DINOHead(8, 16, hidden_dim=32, bottleneck_dim=8, batch_norm=True, norm_last_layer=False)
+    assert not plain.has_batch_norm and head.has_batch_norm
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.mlp) == 2  # after both hidden layers, not the bottleneck
+    magnitude = head.last_layer.parametrizations.weight.original0
+    assert magnitude.requires_grad and torch.all(magnitude == 1)
+    # in train mode the batch norm standardises every hidden unit over the batch: an offset shared by all
+    # inputs cannot reach the output, so it cannot make the outputs alike
+    x = torch.randn(64, 8)
+    head.train()
+    assert torch.allclose(head(x), head(x + 5.0), atol=1e-4)
+    assert not torch.allclose(plain(x), plain(x + 5.0), atol=1e-4)
+
+
+def test_dino_collapse_monitor():
+    """The teacher's entropy over prototypes tells uniform collapse (ln K) and one-prototype collapse
+    (batch-mean entropy near 0) from a teacher that spreads images over prototypes."""
+    def monitor(teacher_out: torch.Tensor) -> dino.DINOLoss:
+        loss = dino.DINOLoss(16, num_crops=2, warmup_teacher_temp=0.04, teacher_temp=0.04, warmup_teacher_temp_epochs=0,
+                             epochs=1)
+        loss(torch.randn(teacher_out.shape), teacher_out, 0)
+        return loss
+
+    constant = monitor(torch.full((8, 16), 0.3))
+    assert float(constant.teacher_entropy) == pytest.approx(math.log(16), abs=1e-5)
+    assert constant.collapse() == "uniform"
+    one = torch.zeros(8, 16)
+    one[:, 3] = 1.0  # every image on prototype 3; the centre starts at zero, so the teacher is one-hot
+    collapsed = monitor(one)
+    assert float(collapsed.mean_teacher_entropy) < 0.01 and collapsed.collapse() == "one prototype"
+    spread = torch.zeros(8, 16)
+    spread[torch.arange(8), torch.arange(8)] = 1.0  # image i on prototype i
+    healthy = monitor(spread)
+    assert float(healthy.mean_teacher_entropy) == pytest.approx(math.log(8), abs=1e-3)
+    assert float(healthy.teacher_entropy) < 0.01 and healthy.collapse() is None
+
+
 def test_multicrop_packs_and_unpacks():
     crop = dino.MultiCrop(16, 8, 3)
     canvas = crop(torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8))
@@ -232,11 +272,14 @@ def test_dino_recipe_saves_a_backbone(tiny_hub, tmp_path):
     with pytest.warns(UserWarning, match="centre"):
         results = distill.main(["--method", "dino", "--model", "dino-vits16", *TINY, "--batch-size", "8",
                                 "--max-train-samples", "32", "--out-dim", "32", "--head-hidden-dim", "32",
-                                "--head-bottleneck-dim", "16", "--local-crops", "2", "--epochs", "1", "--output-dir", output])
+                                "--head-bottleneck-dim", "16", "--local-crops", "2", "--head-batch-norm",
+                                "--epochs", "1", "--output-dir", output])
     assert results["steps"] == 4 and 0 <= results["eval"]["knn_accuracy"] <= 1
     events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
     centres = [e["center_norm"] for e in events if "center_norm" in e]
     assert centres[0] > 0 and centres[-1] != centres[0]
+    entropies = [e["teacher_entropy"] for e in events if "teacher_entropy" in e]
+    assert entropies and all(0 <= h <= math.log(32) + 1e-4 for h in entropies)
     zoo = vitzoo.load(os.path.join(output, "model"), task="features")
     assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
 

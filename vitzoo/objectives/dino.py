@@ -3,10 +3,12 @@ self-distillation without labels. The pieces `recipes/distill.py --method dino` 
 
 - multi-crop: 2 global crops and N local ones per image (`MultiCrop`), packed side by side into one
   uint8 canvas so the shared loaders and collate work unchanged (`unpack_crops` splits them again);
-- `DINOHead`: 3-layer MLP, L2-normalised bottleneck, weight-normed last layer (its norm fixed to 1);
+- `DINOHead`: 3-layer MLP (optionally with batch norm, DINO's `use_bn_in_head`), L2-normalised
+  bottleneck, weight-normed last layer (its norm fixed to 1 unless `norm_last_layer=False`);
 - `DINOLoss`: cross-entropy between the sharpened, centred teacher output on the global crops and
   the student output on every other crop; the centre is an EMA (0.9) of the teacher's outputs
-  (all-reduced across processes), the teacher temperature warms up linearly;
+  (all-reduced across processes), the teacher temperature warms up linearly; it also records the
+  teacher's entropy so that a run can tell collapse (to uniform, or onto one prototype) early;
 - `cosine_schedule`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4);
 - `ema_update`: teacher <- m * teacher + (1 - m) * student; `cancel_last_layer_gradients` freezes the
   head's last layer in the first epoch(s).
@@ -14,6 +16,7 @@ self-distillation without labels. The pieces `recipes/distill.py --method dino` 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -91,16 +94,28 @@ def unpack_crops(canvas: torch.Tensor, global_size: int, local_size: int, local_
 
 
 class DINOHead(nn.Module):
-    """MLP (in -> hidden -> hidden -> bottleneck, GELU), L2 normalisation, then a weight-normed
-    linear layer to `out_dim` prototypes whose norm (g) is fixed to 1."""
+    """MLP (in -> hidden -> hidden -> bottleneck, GELU; batch norm after the hidden layers with
+    `batch_norm`, DINO's `use_bn_in_head`), L2 normalisation, then a weight-normed linear layer to
+    `out_dim` prototypes whose norm (g) is fixed to 1 unless `norm_last_layer` is False."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, layers: int = 3) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        layers: int = 3,
+        batch_norm: bool = False,
+        norm_last_layer: bool = True,
+    ) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [bottleneck_dim]
         blocks: list[nn.Module] = []
         for index, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             blocks.append(nn.Linear(a, b))
             if index < len(dims) - 2:
+                if batch_norm:
+                    blocks.append(nn.BatchNorm1d(b))
                 blocks.append(nn.GELU())
         self.mlp = nn.Sequential(*blocks)
         for module in self.mlp:
@@ -110,7 +125,11 @@ class DINOHead(nn.Module):
         self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         magnitude = self.last_layer.parametrizations.weight.original0
         magnitude.data.fill_(1.0)
-        magnitude.requires_grad_(False)
+        magnitude.requires_grad_(not norm_last_layer)
+
+    @property
+    def has_batch_norm(self) -> bool:
+        return any(isinstance(module, nn.BatchNorm1d) for module in self.mlp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.normalize(self.mlp(x), dim=-1, p=2)
@@ -137,6 +156,11 @@ class DINOLoss(nn.Module):
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
+        # collapse monitor (DINO paper, section 5.3): the teacher's entropy goes to ln(out_dim) when the
+        # outputs collapse to uniform and to 0 when one prototype takes every image; the batch-mean
+        # distribution's entropy tells the second apart from a healthy sharp teacher
+        self.teacher_entropy = torch.tensor(float("nan"))
+        self.mean_teacher_entropy = torch.tensor(float("nan"))
         warmup = min(warmup_teacher_temp_epochs, epochs)
         self.teacher_temps = np.concatenate(
             (np.linspace(warmup_teacher_temp, teacher_temp, warmup), np.ones(epochs - warmup) * teacher_temp)
@@ -157,8 +181,27 @@ class DINOLoss(nn.Module):
                     continue  # never the same view
                 total = total + torch.sum(-t * F.log_softmax(s, dim=-1), dim=-1).mean()
                 terms += 1
+        self.record_entropies(torch.cat(teacher))
         self.update_center(teacher_output)
         return total / terms
+
+    @torch.no_grad()
+    def record_entropies(self, probabilities: torch.Tensor) -> None:
+        def entropy(p: torch.Tensor) -> torch.Tensor:
+            return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
+
+        # tensors, so that no step waits on the device; read them when logging
+        self.teacher_entropy = entropy(probabilities).mean()
+        self.mean_teacher_entropy = entropy(probabilities.mean(0))
+
+    def collapse(self) -> str | None:
+        """'uniform' or 'one prototype' when the last batch's teacher looks collapsed, else None."""
+        top = math.log(self.center.shape[-1])
+        if float(self.teacher_entropy) > 0.97 * top:
+            return "uniform"
+        if float(self.mean_teacher_entropy) < 0.1 * top:
+            return "one prototype"
+        return None
 
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
