@@ -12,6 +12,8 @@
 is the fine-tuning recipe's: args.json, metrics.jsonl, results.json, checkpoints/, model/ (DeiT: the
 best student, which classifies with both heads averaged; DINO: the teacher backbone, for
 `vitzoo.load(path, task="features")`, `vitzoo evaluate` or `recipes/finetune.py --model path`).
+DINO also writes dino_curves.png: loss and teacher entropy per step, the teacher's k-NN accuracy per
+epoch from the start (epoch 0, before any step) on.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from vitzoo.training.engine import (
 from vitzoo.training.optim import build_optimizer, build_scheduler
 from vitzoo.zoo import ZooModel
 
+CURVES = "dino_curves.png"  # DINO's loss, teacher entropy and k-NN per epoch, in the run folder
 MODES = [
     "--method deit: distillation token + head (distilled students) or logit distillation (any other student)",
     "teacher: registry name, model folder or timm model (CNNs too); frozen, eval mode, no gradients, same autocast",
@@ -347,6 +350,12 @@ def train_dino(args: DistillArguments) -> dict:
     teacher_zoo = ZooModel(teacher.backbone, zoo.spec, task="features", backend=zoo.backend,
                            pretrained=not args.scratch, image_size=args.image_size)
     knn, last_loss = None, None
+    starts = [e["knn_accuracy"] for e in run.events() if e.get("epoch") == 0 and "knn_accuracy" in e]
+    knn_start = starts[0] if starts else None
+    if state.step == 0:  # the backbone as it starts (random init with --scratch): the baseline of every later epoch
+        knn_start = knn_monitor(teacher_zoo, splits, preprocessing, args, accelerator)
+        run.log({"step": 0, "epoch": 0, "eval": True, "knn_accuracy": knn_start})
+        accelerator.print(f"epoch 0 (before training): teacher k-NN accuracy {knn_start:.4f}")
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_main_process, desc="DINO")
     for epoch in range(state.epoch, args.epochs):
         student.train()
@@ -419,15 +428,20 @@ def train_dino(args: DistillArguments) -> dict:
     images_per_second, wall_time = throughput.total()
     results = {
         "model": zoo.spec.name, "backend": zoo.backend, "pretrained": not args.scratch, "method": "dino",
-        "eval": {"knn_accuracy": knn, "k": 20}, "final_loss": last_loss,
+        "eval": {"knn_accuracy": knn, "knn_accuracy_at_start": knn_start, "k": 20}, "final_loss": last_loss,
         "steps": state.step, "epochs": args.epochs, "train_images_per_second": images_per_second,
         "wall_time_seconds": wall_time, "num_processes": accelerator.num_processes, "data": splits.summary(),
         "environment": environment(),
     }
     run.save_results(results)
+    if accelerator.is_main_process:
+        from vitzoo.plots import save_dino_curves
+
+        save_dino_curves(run.file(CURVES), run.events(), args.out_dim)
     push_if_asked(args, accelerator)
     if accelerator.is_main_process:
-        print(f"done: teacher k-NN accuracy {knn:.4f}, {wall_time / 60:.1f} min; backbone in {run.file(MODEL_DIR)}")
+        start = f" ({knn_start:.4f} at the start)" if knn_start is not None else ""
+        print(f"done: teacher k-NN accuracy {knn:.4f}{start}, {wall_time / 60:.1f} min; backbone in {run.file(MODEL_DIR)}")
     return results
 
 

@@ -280,6 +280,18 @@ def test_dino_recipe_saves_a_backbone(tiny_hub, tmp_path):
     assert centres[0] > 0 and centres[-1] != centres[0]
     entropies = [e["teacher_entropy"] for e in events if "teacher_entropy" in e]
     assert entropies and all(0 <= h <= math.log(32) + 1e-4 for h in entropies)
+    # the k-NN of the backbone before any step is logged as epoch 0 and reported next to the final one; it is
+    # the k-NN of the same random init scored on its own
+    knn = {e["epoch"]: e["knn_accuracy"] for e in events if "knn_accuracy" in e}
+    assert sorted(knn) == [0, 1] and results["eval"]["knn_accuracy_at_start"] == knn[0]
+    from vitzoo.cli import main as cli
+
+    scored = str(tmp_path / "random_init.json")
+    assert cli(["evaluate", "dino-vits16", "--scratch", "--config-overrides", OVERRIDES, "--image-size", "16",
+                "--dataset", "digits", "--max-train-samples", "32", "--max-eval-samples", "32", "--ks", "20",
+                "--no-cache", "--output", scored]) == 0
+    assert json.load(open(scored))["knn"]["20"]["accuracy"] == pytest.approx(knn[0], abs=1e-6)
+    assert os.path.getsize(os.path.join(output, "dino_curves.png")) > 0
     zoo = vitzoo.load(os.path.join(output, "model"), task="features")
     assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
 

@@ -113,6 +113,14 @@ class RunFolder:
         if self.accelerator.trackers:
             self.accelerator.log(scalars, step=event.get("step"))
 
+    def events(self) -> list[dict[str, Any]]:
+        """Every event logged to metrics.jsonl so far (a resumed run's included); [] before the first."""
+        try:
+            with open(self.file("metrics.jsonl")) as handle:
+                return [json.loads(line) for line in handle if line.strip()]
+        except FileNotFoundError:
+            return []
+
     def save_results(self, results: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
             atomic_write_json(self.file("results.json"), results)
