@@ -6,7 +6,8 @@
 
     # DINO: self-distillation of a ViT backbone on unlabelled images (labels ignored)
     python recipes/distill.py --method dino --model dino-vits16 --scratch --dataset digits --out-dim 256 \
-        --local-crops 4 --image-size 32 --output-dir runs/dino
+        --local-crops 4 --head-batch-norm --batch-size 32 --image-size 32 --output-dir runs/dino
+    # (the README's "DINO on small data" has the full command for digits and what each flag changed)
 
 `vitzoo distill ...` runs this same code; `accelerate launch` runs it on N processes. The run folder
 is the fine-tuning recipe's: args.json, metrics.jsonl, results.json, checkpoints/, model/ (DeiT: the
