@@ -57,3 +57,25 @@ def sample_image():
     from sklearn.datasets import load_sample_images
 
     return load_sample_images().images[0]
+
+
+@pytest.fixture
+def crash_after_checkpoint(monkeypatch):
+    """crash_after_checkpoint(recipe_module, step): from now on the recipe's save_checkpoint writes
+    as usual, then raises KeyboardInterrupt once it has saved `step` (a run killed mid-training).
+    Returns a function that restores the real save_checkpoint."""
+    from vitzoo.training import checkpoint as checkpoint_module
+
+    original = checkpoint_module.save_checkpoint
+
+    def install(recipe_module, step: int):
+        def crash(accelerator, output_dir, state, keep):
+            path = original(accelerator, output_dir, state, keep)
+            if state.step == step:
+                raise KeyboardInterrupt("simulated crash")
+            return path
+
+        monkeypatch.setattr(recipe_module, "save_checkpoint", crash)
+        return lambda: monkeypatch.setattr(recipe_module, "save_checkpoint", original)
+
+    return install

@@ -440,7 +440,7 @@ def test_cached_teacher_logits_refused_for_dino(tmp_path):
 
 # --------------------------------------------------------------------------- resume
 @pytest.mark.parametrize("method", ["deit", "dino"])
-def test_resume_matches_uninterrupted_run(tiny_hub, tmp_path, monkeypatch, method):
+def test_resume_matches_uninterrupted_run(tiny_hub, tmp_path, crash_after_checkpoint, method):
     """Killed mid-epoch and resumed with --resume auto, a run ends with the same weights (DINO: the
     saved teacher backbone, so its EMA and the centre are restored too)."""
     from safetensors.torch import load_file
@@ -457,19 +457,11 @@ def test_resume_matches_uninterrupted_run(tiny_hub, tmp_path, monkeypatch, metho
     straight = str(tmp_path / "straight")
     distill.main([*argv, "--output-dir", straight])
 
-    original = checkpoint_module.save_checkpoint
-
-    def crash_after_step_three(accelerator, output_dir, state, keep):
-        path = original(accelerator, output_dir, state, keep)
-        if state.step == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return path
-
     resumed = str(tmp_path / "resumed")
-    monkeypatch.setattr(distill, "save_checkpoint", crash_after_step_three)
+    restore = crash_after_checkpoint(distill, 3)
     with pytest.raises(KeyboardInterrupt):
         distill.main([*argv, "--output-dir", resumed])
-    monkeypatch.setattr(distill, "save_checkpoint", original)
+    restore()
     assert checkpoint_module.latest_checkpoint(resumed).endswith("step-00000003")  # mid-epoch (4 steps each)
     results = distill.main([*argv, "--resume", "auto", "--output-dir", resumed])
     assert results["steps"] == 8

@@ -57,23 +57,15 @@ def test_run_folder_contract(tmp_path):
     assert plain.config.id2label[3] == "3"
 
 
-def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_matches_uninterrupted_run(tmp_path, crash_after_checkpoint):
     """A run killed mid-epoch and resumed with --resume auto ends with the same weights."""
     common = ["--epochs", "2", "--checkpoint-steps", "3", "--mixup", "0.3", "--auto-augment", "rand", "--seed", "3"]
     _, straight = run(tmp_path, *common, name="straight")
 
-    original = checkpoint_module.save_checkpoint
-
-    def crash_after_step_six(accelerator, output_dir, state, keep):
-        path = original(accelerator, output_dir, state, keep)
-        if state.step == 6:
-            raise KeyboardInterrupt("simulated crash")
-        return path
-
-    monkeypatch.setattr(finetune, "save_checkpoint", crash_after_step_six)
+    restore = crash_after_checkpoint(finetune, 6)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, *common, name="resumed")
-    monkeypatch.setattr(finetune, "save_checkpoint", original)
+    restore()
     assert checkpoint_module.latest_checkpoint(str(tmp_path / "resumed")).endswith("step-00000006")
     _, resumed = run(tmp_path, *common, "--resume", "auto", name="resumed")
     expected = load_file(os.path.join(straight, "model", "model.safetensors"))
