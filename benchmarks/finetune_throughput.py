@@ -8,7 +8,7 @@ so nothing is downloaded) on the same data (the bundled digits, the recipe's own
 the same batch size and input size, in this one process (so with the same torch thread count),
 without evaluation or checkpointing inside the timed steps:
 
-- recipe: `vitzoo.recipes.finetune.main([...])`, i.e. the recipe exactly as `vitzoo finetune` runs it
+- recipe: `vitzoo.recipes.finetune.train(FinetuneArguments(...))`, i.e. the recipe exactly as `vitzoo finetune` runs it
   (uint8 tensor augmentation in the DataLoader workers, batch normalisation in the loop, timm
   label-smoothing loss, AdamW with parameter groups, gradient clipping at 1.0).
 - Trainer: the transformers image-classification guide: a `ViTImageProcessor` gives size / mean /
@@ -18,7 +18,8 @@ without evaluation or checkpointing inside the timed steps:
   for digits (scale (0.5, 1), bicubic, no flip), so both do the same augmentation work.
 
 Timing: a timestamp after every optimizer step (a `TrainerCallback.on_step_end` for the Trainer;
-for the recipe, its `Throughput.add` call, which follows `optimizer.step()` the same way). The rate
+for the recipe, a `vitzoo.training.objective.Callback.on_step`, called by the shared loop after each
+optimizer update the same way). The rate
 is images / seconds over steps `--warmup`..`--steps`, leaving out any step that starts a new epoch
 (the recipe evaluates and checkpoints at epoch ends; both restart their DataLoader workers there).
 The recipe's own figure from metrics.jsonl (its `images_per_second` log windows after the first)
@@ -55,11 +56,11 @@ from vitzoo.peers import (
     busy_cpu_seconds,
     captured,
     own_cpu_seconds,
-    reset_accelerate_state,
     run_recipe,
     run_trainer,
     warm_up_process,
 )
+from vitzoo.training.engine import reset_accelerate_state
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

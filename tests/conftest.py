@@ -60,22 +60,18 @@ def sample_image():
 
 
 @pytest.fixture
-def crash_after_checkpoint(monkeypatch):
-    """crash_after_checkpoint(recipe_module, step): from now on the recipe's save_checkpoint writes
-    as usual, then raises KeyboardInterrupt once it has saved `step` (a run killed mid-training).
-    Returns a function that restores the real save_checkpoint."""
-    from vitzoo.training import checkpoint as checkpoint_module
+def crash_after_checkpoint():
+    """crash_after_checkpoint(step): a callback for a recipe's `main(argv, callbacks=[...])` that
+    raises KeyboardInterrupt once the checkpoint of optimizer step `step` is on disk (a run killed
+    mid-training)."""
+    from vitzoo.training.objective import Callback
 
-    original = checkpoint_module.save_checkpoint
+    class Crash(Callback):
+        def __init__(self, step: int) -> None:
+            self.step = step
 
-    def install(recipe_module, step: int):
-        def crash(accelerator, output_dir, state, keep):
-            path = original(accelerator, output_dir, state, keep)
-            if state.step == step:
+        def on_checkpoint(self, context, path: str) -> None:
+            if context.state.step == self.step:
                 raise KeyboardInterrupt("simulated crash")
-            return path
 
-        monkeypatch.setattr(recipe_module, "save_checkpoint", crash)
-        return lambda: monkeypatch.setattr(recipe_module, "save_checkpoint", original)
-
-    return install
+    return Crash

@@ -15,6 +15,7 @@ from timm.task import LogitDistillationTask, TokenDistillationTask
 from vitzoo.recipes import distill
 
 import vitzoo
+from vitzoo.objectives import deit_distill as deit_module
 from vitzoo.objectives import dino
 from vitzoo.objectives.deit_distill import deit_distillation_loss, teacher_class_index
 
@@ -364,7 +365,7 @@ def test_cached_teacher_logits_give_the_live_loss(tiny_hub, tmp_path, monkeypatc
     """--cache-teacher-logits: the teacher runs over the training set once, before the first step, and
     each step's loss equals the one the live teacher gives on the same batch, under the same autocast."""
     events, steps = [], []
-    forward, heads, loss_fn = distill.FrozenTeacher.forward, distill.student_heads, distill.deit_distillation_loss
+    forward, heads, loss_fn = deit_module.FrozenTeacher.forward, deit_module.student_heads, deit_module.deit_distillation_loss
 
     def teacher_spy(self, pixels):
         events.append(("teacher", pixels.shape[0]))
@@ -385,11 +386,11 @@ def test_cached_teacher_logits_give_the_live_loss(tiny_hub, tmp_path, monkeypatc
         return loss
 
     teachers = []
-    init = distill.FrozenTeacher.__init__
-    monkeypatch.setattr(distill.FrozenTeacher, "__init__", lambda self, *a, **k: (init(self, *a, **k), teachers.append(self))[0])
-    monkeypatch.setattr(distill.FrozenTeacher, "forward", teacher_spy)
-    monkeypatch.setattr(distill, "student_heads", heads_spy)
-    monkeypatch.setattr(distill, "deit_distillation_loss", loss_spy)
+    init = deit_module.FrozenTeacher.__init__
+    monkeypatch.setattr(deit_module.FrozenTeacher, "__init__", lambda self, *a, **k: (init(self, *a, **k), teachers.append(self))[0])
+    monkeypatch.setattr(deit_module.FrozenTeacher, "forward", teacher_spy)
+    monkeypatch.setattr(deit_module, "student_heads", heads_spy)
+    monkeypatch.setattr(deit_module, "deit_distillation_loss", loss_spy)
     results = distill.main(["--model", "deit-tiny-distilled", *TINY, *NO_AUGMENTATION, "--teacher", "resnet18",
                             "--teacher-scratch", "--distill-type", "soft", "--tau", "2", "--eval-batch-size", "40",
                             "--cache-teacher-logits", "--epochs", "2", "--output-dir", str(tmp_path / "run")])
@@ -400,7 +401,7 @@ def test_cached_teacher_logits_give_the_live_loss(tiny_hub, tmp_path, monkeypatc
     assert all(who == "student" for who, _ in events[first_student:])
     assert results["teacher_time_share"] == 0.0 and results["teacher_cache_seconds"] > 0
     # every step, both epochs: the live teacher on that step's pixels gives the same loss
-    monkeypatch.setattr(distill.FrozenTeacher, "forward", forward)
+    monkeypatch.setattr(deit_module.FrozenTeacher, "forward", forward)
     teacher = teachers[0]
     training = [s for s in steps if "loss" in s]
     assert len(training) == results["steps"]
@@ -458,10 +459,8 @@ def test_resume_matches_uninterrupted_run(tiny_hub, tmp_path, crash_after_checkp
     distill.main([*argv, "--output-dir", straight])
 
     resumed = str(tmp_path / "resumed")
-    restore = crash_after_checkpoint(distill, 3)
     with pytest.raises(KeyboardInterrupt):
-        distill.main([*argv, "--output-dir", resumed])
-    restore()
+        distill.main([*argv, "--output-dir", resumed], callbacks=[crash_after_checkpoint(3)])
     assert checkpoint_module.latest_checkpoint(resumed).endswith("step-00000003")  # mid-epoch (4 steps each)
     results = distill.main([*argv, "--resume", "auto", "--output-dir", resumed])
     assert results["steps"] == 8

@@ -26,9 +26,9 @@ TINY = ["--model", "deit-tiny", "--scratch", "--config-overrides",
         "--max-eval-samples", "64", "--hflip", "0", "--log-steps", "2"]
 
 
-def run(tmp_path, *extra: str, name: str = "run") -> tuple[dict, str]:
+def run(tmp_path, *extra: str, name: str = "run", callbacks=()) -> tuple[dict, str]:
     output = str(tmp_path / name)
-    results = finetune.main([*TINY, "--output-dir", output, *extra])
+    results = finetune.main([*TINY, "--output-dir", output, *extra], callbacks=callbacks)
     return results, output
 
 
@@ -62,10 +62,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, crash_after_checkpoint):
     common = ["--epochs", "2", "--checkpoint-steps", "3", "--mixup", "0.3", "--auto-augment", "rand", "--seed", "3"]
     _, straight = run(tmp_path, *common, name="straight")
 
-    restore = crash_after_checkpoint(finetune, 6)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, *common, name="resumed")
-    restore()
+        run(tmp_path, *common, name="resumed", callbacks=[crash_after_checkpoint(6)])
     assert checkpoint_module.latest_checkpoint(str(tmp_path / "resumed")).endswith("step-00000006")
     _, resumed = run(tmp_path, *common, "--resume", "auto", name="resumed")
     expected = load_file(os.path.join(straight, "model", "model.safetensors"))

@@ -282,6 +282,7 @@ def _frozen_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any,
 def _finetune_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any, dict[str, Any]]:
     import vitzoo
     from vitzoo.recipes import finetune
+    from vitzoo.training.arguments import FinetuneArguments
 
     run_dir = os.path.join(config.output_dir, "runs", model_slug(name))
     settings_file = os.path.join(run_dir, "compare_settings.json")
@@ -293,41 +294,30 @@ def _finetune_quality(name: str, config: CompareConfig, splits: Any) -> tuple[An
     if not (results and isinstance(results.get("eval"), dict) and "top5" in results["eval"]):
         os.makedirs(run_dir, exist_ok=True)
         atomic_write_json(settings_file, wanted)
-        argv = [
-            "--model",
-            name,
-            "--dataset",
-            config.dataset,
-            "--output-dir",
-            run_dir,
-            "--epochs",
-            str(config.epochs),
-            "--batch-size",
-            str(config.batch_size),
-            "--seed",
-            str(config.seed),
-            "--resume",
-            "auto",
-        ]
-        optional = {
-            "--image-size": config.image_size,
-            "--config-overrides": config.config_overrides if config.scratch else None,
-            "--num-workers": config.num_workers,
-            "--learning-rate": config.learning_rate,
-            "--max-train-samples": config.max_train_samples,
-            "--max-eval-samples": config.max_eval_samples,
-        }
-        argv += [item for flag, value in optional.items() if value is not None for item in (flag, str(value))]
-        if config.scratch:
-            argv.append("--scratch")
-        if config.device == "cpu":
-            argv.append("--cpu")
+        arguments = FinetuneArguments(
+            model=name,
+            dataset=config.dataset,
+            output_dir=run_dir,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            resume="auto",
+            image_size=config.image_size,
+            config_overrides=config.config_overrides if config.scratch else None,
+            num_workers=config.num_workers,
+            max_train_samples=config.max_train_samples,
+            max_eval_samples=config.max_eval_samples,
+            scratch=config.scratch,
+            cpu=config.device == "cpu",
+        )
+        if config.learning_rate is not None:
+            arguments.learning_rate = config.learning_rate
         with (
             open(os.path.join(run_dir, "compare.log"), "a") as log,
             contextlib.redirect_stdout(log),
             contextlib.redirect_stderr(log),
         ):
-            results = finetune.main(argv)
+            results = finetune.train(arguments)
     # the cost is the architecture's, not the weights': measure the same model built afresh (the
     # saved model/ holds the same shapes), which also spares reading the run's weights back
     torch.manual_seed(config.seed)

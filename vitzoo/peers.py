@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -47,15 +48,6 @@ def captured(log_path: str):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def reset_accelerate_state() -> None:
-    """Each run builds its own Accelerator; forget the previous run's process-wide state."""
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 def busy_cpu_seconds() -> float | None:
@@ -105,57 +97,42 @@ def run_recipe(
     args: argparse.Namespace, workers: int | None, precision: str | None, splits_len: int, workdir: str
 ) -> dict[str, Any]:
     from vitzoo.recipes import finetune
+    from vitzoo.training.arguments import FinetuneArguments
+    from vitzoo.training.objective import Callback
 
     steps_per_epoch = min(args.steps, splits_len // args.batch_size)
     epochs = math.ceil(args.steps / steps_per_epoch)
     output_dir = tempfile.mkdtemp(prefix="recipe-", dir=workdir)
-    argv = [
-        "--model",
-        args.model,
-        "--scratch",
-        "--dataset",
-        "digits",
-        "--image-size",
-        str(args.image_size),
-        "--batch-size",
-        str(args.batch_size),
-        "--epochs",
-        str(epochs),
-        "--cpu",
+    arguments = FinetuneArguments(
+        model=args.model,
+        scratch=True,
+        dataset="digits",
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=epochs,
+        cpu=True,
         # one epoch = exactly --steps steps when they fit in the train split, so no eval/checkpoint inside
-        "--max-train-samples",
-        str(steps_per_epoch * args.batch_size),
-        "--max-eval-samples",
-        str(args.batch_size),  # the epoch-end eval (untimed) stays short
-        "--log-steps",
-        str(max(args.warmup, 1)),
-        "--output-dir",
-        output_dir,
-    ]
-    if workers is not None:
-        argv += ["--num-workers", str(workers)]
-    if precision is not None:
-        argv += ["--mixed-precision", precision]
-
+        max_train_samples=steps_per_epoch * args.batch_size,
+        max_eval_samples=args.batch_size,  # the epoch-end eval (untimed) stays short
+        log_steps=max(args.warmup, 1),
+        output_dir=output_dir,
+        num_workers=workers,
+        mixed_precision=precision or "auto",
+    )
     stamps: list[float] = []
 
-    class StampedThroughput(finetune.Throughput):
-        def __init__(self) -> None:
-            super().__init__()
-            self.loop_start = self.start
+    class Stamp(Callback):
+        """The end time of each optimizer step, from the start of the training loop."""
 
-        def add(self, count: int) -> None:  # called once per optimizer step (no accumulation here)
-            super().add(count)
-            stamps.append(time.perf_counter() - self.loop_start)
+        def on_train_begin(self, context) -> None:
+            self.start = time.perf_counter()
 
-    original = finetune.Throughput
-    finetune.Throughput = StampedThroughput
-    try:
-        begin = time.perf_counter()
-        results = finetune.main(argv)
-        wall = time.perf_counter() - begin
-    finally:
-        finetune.Throughput = original
+        def on_step(self, context) -> None:
+            stamps.append(time.perf_counter() - self.start)
+
+    begin = time.perf_counter()
+    results = finetune.train(arguments, callbacks=[Stamp()])
+    wall = time.perf_counter() - begin
     stamps = stamps[: args.steps]
     step_epochs = [i // steps_per_epoch for i in range(len(stamps))]
     rate = steady_rate(stamps, step_epochs, args.batch_size, args.warmup, args.steps)
@@ -182,7 +159,7 @@ def run_recipe(
         "whole_run_images_per_second": results["train_images_per_second"],
         "run_seconds": wall,
         "num_workers": workers if workers is not None else "recipe default",
-        "argv": argv,
+        "arguments": {key: value for key, value in dataclasses.asdict(arguments).items() if key != "output_dir"},
     }
 
 
@@ -317,7 +294,7 @@ def compare_defaults(
     recipe: `--mixed-precision auto` and its default workers; the Trainer: fp32, 0 workers), on the
     bundled digits at `image_size`, after an untimed warm-up of the process."""
     from vitzoo.data import default_num_workers, load_splits
-    from vitzoo.training.engine import resolve_mixed_precision
+    from vitzoo.training.engine import reset_accelerate_state, resolve_mixed_precision
 
     args = argparse.Namespace(model=model, image_size=image_size, batch_size=batch_size, steps=steps, warmup=warmup)
     previous = os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
@@ -328,9 +305,8 @@ def compare_defaults(
                 splits = load_splits("digits", seed=0)
                 dataset = build_trainer_dataset(splits)
                 warm_up_process(args, splits.id2label)
-                reset_accelerate_state()
+                reset_accelerate_state()  # the Trainer builds its Accelerator on whatever state is left
                 trainer = run_trainer(args, 0, "no", splits, dataset, workdir)
-                reset_accelerate_state()
                 recipe = run_recipe(args, None, None, len(splits.train), workdir)
                 reset_accelerate_state()
     finally:

@@ -165,7 +165,7 @@ def _resolve(name_or_path: str | os.PathLike, backend: str | None) -> _Source:
     )
 
 
-def _parse_overrides(config_overrides: str | Mapping[str, Any] | None) -> dict[str, Any]:
+def parse_overrides(config_overrides: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if config_overrides is None:
         return {}
     if isinstance(config_overrides, Mapping):
@@ -223,7 +223,7 @@ def load(
     labels = resolve_labels(num_labels, id2label)
     if labels is None and source.folder_kind == "timm":
         labels = source.id2label
-    overrides = _parse_overrides(config_overrides)
+    overrides = parse_overrides(config_overrides)
     if overrides and pretrained:
         raise BadInputError(
             "config_overrides change the architecture, so they need random weights (pretrained=False / --scratch)"
@@ -461,19 +461,30 @@ class ZooModel:
             "id2label": self.id2label,
         }
 
-    def save_pretrained(self, directory: str | os.PathLike, extra_metadata: Mapping[str, Any] | None = None) -> str:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        extra_metadata: Mapping[str, Any] | None = None,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+    ) -> str:
         """Write a folder that `vitzoo.load(dir)` and (transformers backend) `from_pretrained` load.
 
-        The folder appears complete or not at all: it is written beside the target and renamed.
+        `state_dict` (same keys as this model's) saves other weights of this architecture, such
+        as an EMA or a teacher, without loading them into `self.model`. The folder appears
+        complete or not at all: it is written beside the target and renamed.
         """
         directory = os.fspath(directory)
         with atomic_directory(directory) as tmp:
             if self.backend == "timm":
+                from safetensors.torch import save_file
                 from timm.models import save_for_hf
 
                 save_for_hf(self.model, tmp, safe_serialization=True)
+                if state_dict is not None:
+                    tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
+                    save_file(tensors, os.path.join(tmp, "model.safetensors"))
             else:
-                self.model.save_pretrained(tmp, safe_serialization=True)
+                self.model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
                 with open(os.path.join(tmp, "preprocessor_config.json"), "w") as handle:
                     json.dump(self.preprocessor.to_image_processor_dict(), handle, indent=2)
             with open(os.path.join(tmp, VITZOO_FILE), "w") as handle:

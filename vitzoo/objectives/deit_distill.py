@@ -27,7 +27,9 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from vitzoo.errors import BadInputError
+from vitzoo.objectives.classification import Classification
 from vitzoo.registry import Preprocessing
+from vitzoo.training.objective import Context
 
 DISTILL_TYPES = ("none", "soft", "hard")
 
@@ -166,6 +168,22 @@ class FrozenTeacher(nn.Module):
         self.size = zoo.image_size if zoo.spec.architecture is not None else None
         self.seconds = 0.0
 
+    @classmethod
+    def load(cls, name: str, student: Any, labels: Mapping[int, str], *, scratch: bool = False, backend: str | None = None,
+             label_map: str | None = None) -> FrozenTeacher:
+        """The teacher `name` for the `student` ZooModel, its classes matched to the student's (by name, or
+        by `label_map`) before any training; `scratch`: random init with the dataset's `labels` (tests)."""
+        import vitzoo
+
+        zoo = vitzoo.load(name, task="classification", pretrained=not scratch, backend=backend,
+                          id2label=labels if scratch else None)
+        index = teacher_class_index(zoo.id2label, student.id2label or labels, label_map)
+        return cls(zoo, student.spec.preprocessing, index)
+
+    def describe(self) -> str:
+        weights = "trained weights" if self.zoo.pretrained else "RANDOM init"
+        return f"{self.zoo.spec.name} ({self.zoo.backend}, {weights}), {self.zoo.num_params / 1e6:.2f}M parameters, frozen"
+
     def train(self, mode: bool = True) -> FrozenTeacher:  # noqa: ARG002 (the teacher never trains)
         return super().train(False)
 
@@ -284,3 +302,88 @@ class TeacherLogitCache:
             missing = indices.cpu()[torch.isnan(logits).any(dim=1)].tolist()
             raise RuntimeError(f"no cached teacher logits for training samples {missing[:5]}")
         return logits.to(indices.device, non_blocking=True)
+
+
+# --------------------------------------------------------------------------- the objective
+class DeiTDistillation(Classification):
+    """DeiT's objective for `fit`: the class head learns the (mixed) labels, the distillation head the
+    frozen teacher's logits on the same pixels, live or from a `TeacherLogitCache` built at setup
+    (then each batch's labels come as (label, index) pairs, see `IndexedDataset`). Evaluation and
+    the kept model are classification's (the student's two heads averaged)."""
+
+    name = "deit"
+
+    def __init__(
+        self,
+        num_classes: int,
+        teacher: FrozenTeacher | None,
+        *,
+        distill_type: str = "hard",
+        alpha: float = 0.5,
+        tau: float = 1.0,
+        label_smoothing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        cache_from: Any = None,
+    ) -> None:
+        """`cache_from`: a loader of `IndexedDataset` batches over the training set (in the training
+        transform) to cache the teacher's logits from, or None for the live teacher."""
+        if teacher is None and distill_type != "none":
+            raise BadInputError("--method deit needs --teacher (or --distill-type none to train on labels alone)")
+        if not 0.0 <= alpha <= 1.0 or tau <= 0:
+            raise BadInputError(f"--alpha must lie in [0, 1] and --tau be positive (got {alpha}, {tau})")
+        super().__init__(num_classes, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix)
+        self.teacher, self.distill_type, self.alpha, self.tau = teacher, distill_type, alpha, tau
+        self.cache_from, self.cache = cache_from, None
+        self.seconds_at_start = self.seconds_at_log = 0.0
+
+    @property
+    def teacher_seconds(self) -> float:
+        return self.teacher.seconds if self.teacher is not None else 0.0
+
+    def setup(self, context: Context) -> None:
+        accelerator = context.accelerator
+        if self.teacher is not None:
+            self.teacher.to(accelerator.device)
+        if self.cache_from is not None:
+            from accelerate.data_loader import prepare_data_loader
+
+            # sharded among the processes like a prepared loader, but not registered with the accelerator
+            # (its checkpoints keep the same layout with or without the cache)
+            loader = prepare_data_loader(self.cache_from, accelerator.device, num_processes=accelerator.num_processes,
+                                         process_index=accelerator.process_index, put_on_device=True)
+            with torch.random.fork_rng(devices=[]):  # the run's random stream stays as without the cache
+                self.cache = TeacherLogitCache.build(self.teacher, loader, len(self.cache_from.dataset),
+                                                     len(self.teacher.class_index), accelerator=accelerator,
+                                                     pixels=context.pixels)
+            accelerator.print(f"cached the teacher's logits of {len(self.cache_from.dataset)} training images in "
+                              f"{self.cache.seconds:.1f} s; the teacher does not run again")
+        self.seconds_at_start = self.seconds_at_log = self.teacher_seconds
+
+    def loss(self, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, context: Context) -> tuple[torch.Tensor, dict[str, Any]]:
+        if self.cache is not None:
+            labels, indices = split_labels(labels)
+        pixels, targets = self.mix(pixels, labels)
+        if self.cache is not None:
+            teacher_logits = self.cache(indices)
+        else:
+            teacher_logits = self.teacher(pixels) if self.teacher is not None else None
+        cls_logits, dist_logits = student_heads(model, pixels)
+        loss = deit_distillation_loss(cls_logits, dist_logits, teacher_logits, targets, distill_type=self.distill_type,
+                                      alpha=self.alpha, tau=self.tau, criterion=self.criterion)
+        return loss, {}
+
+    def on_log(self, seconds: float) -> dict[str, float]:
+        spent, self.seconds_at_log = self.teacher_seconds - self.seconds_at_log, self.teacher_seconds
+        return {"teacher_time_share": spent / seconds}
+
+    def speed(self, results: dict[str, Any]) -> str:
+        return f"teacher {results['teacher_time_share']:.0%} of the time"
+
+    def results(self, context: Context) -> dict[str, Any]:
+        wall = context.state.train_seconds
+        return {
+            "teacher_time_share": (self.teacher_seconds - self.seconds_at_start) / wall if wall else 0.0,
+            "cached_teacher_logits": self.cache is not None,
+            "teacher_cache_seconds": self.cache.seconds if self.cache is not None else 0.0,
+        }

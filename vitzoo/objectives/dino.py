@@ -16,7 +16,9 @@ self-distillation without labels. The pieces `recipes/distill.py --method dino` 
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -27,8 +29,11 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from vitzoo.errors import BadInputError
+from vitzoo.training.objective import Context, Objective
 
 INTERPOLATION = v2.InterpolationMode.BICUBIC
+CURVES = "dino_curves.png"  # loss, teacher entropy and k-NN per evaluation, in the run folder
+KNN_K = 20
 
 
 def local_crop_size(image_size: int, patch_size: int) -> int:
@@ -90,7 +95,9 @@ def unpack_crops(canvas: torch.Tensor, global_size: int, local_size: int, local_
     g, s = global_size, local_size
     crops = [canvas[..., :g], canvas[..., g : 2 * g]]
     crops += [canvas[..., :s, 2 * g + i * s : 2 * g + (i + 1) * s] for i in range(local_crops)]
-    return [crop.contiguous() for crop in crops]
+    channels_last = canvas.dim() == 4 and canvas.is_contiguous(memory_format=torch.channels_last) and not canvas.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return [crop.contiguous(memory_format=layout) for crop in crops]
 
 
 class DINOHead(nn.Module):
@@ -274,6 +281,160 @@ def cancel_last_layer_gradients(model: nn.Module, epoch: int, freeze_last_layer:
             parameter.grad = None
 
 
+class DINO(Objective):
+    """DINO's objective for `fit`: the student (`model`, backbone + head) sees every crop, its EMA
+    teacher the two global ones; the teacher's centre and temperature follow DINO's schedules, and
+    so do the teacher momentum (cosine to 1) and the weight decay (cosine to `weight_decay_end`) per
+    update; the head's last layer stays fixed for `freeze_last_layer` epochs. Evaluation is the
+    teacher backbone's weighted 20-NN accuracy (train -> eval split), also before the first step;
+    model/ is the teacher's backbone."""
+
+    name = "dino"
+    evaluate_at_start = True
+
+    def __init__(
+        self,
+        student: DINOModel,
+        zoo: Any,
+        splits: Any,
+        *,
+        global_size: int,
+        local_size: int,
+        local_crops: int,
+        out_dim: int,
+        epochs: int,
+        momentum_teacher: float = 0.996,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 0,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        weight_decay: float = 0.04,
+        weight_decay_end: float = 0.4,
+        freeze_last_layer: int = 1,
+        eval_batch_size: int = 64,
+    ) -> None:
+        from vitzoo.zoo import ZooModel
+
+        self.teacher = copy.deepcopy(student).eval()  # the EMA of the student; never trained by gradients
+        self.teacher.head.train(student.head.has_batch_norm)  # as in DINO, a batch-norm head uses the batch's statistics
+        for parameter in self.teacher.parameters():
+            parameter.requires_grad_(False)
+        self.criterion = DINOLoss(out_dim, 2 + local_crops, warmup_teacher_temp, teacher_temp,
+                                  warmup_teacher_temp_epochs, epochs, student_temp, center_momentum)
+        self.teacher_zoo = ZooModel(self.teacher.backbone, zoo.spec, task="features", backend=zoo.backend,
+                                    pretrained=zoo.pretrained, image_size=zoo.image_size)
+        self.splits, self.eval_batch_size = splits, eval_batch_size
+        self.sizes = (global_size, local_size, local_crops)
+        self.out_dim, self.epochs, self.freeze_last_layer = out_dim, epochs, freeze_last_layer
+        self.momentum_start, self.weight_decay, self.weight_decay_end = momentum_teacher, weight_decay, weight_decay_end
+        self.knn_at_start: float | None = None
+        self.evaluation_line = ""
+
+    def setup(self, context: Context) -> None:
+        device = context.accelerator.device
+        self.teacher.to(device)
+        self.criterion.to(device)
+        plan = context.plan
+        self.momentum = cosine_schedule(self.momentum_start, 1.0, plan.epochs, plan.steps_per_epoch)
+        self.weight_decays = cosine_schedule(self.weight_decay, self.weight_decay_end, plan.epochs, plan.steps_per_epoch)
+
+    def _index(self, step: int) -> int:
+        return min(step, len(self.momentum) - 1)
+
+    def loss(self, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, context: Context) -> tuple[torch.Tensor, dict[str, Any]]:
+        crops = unpack_crops(pixels, *self.sizes)
+        epoch = context.state.epoch
+        with torch.no_grad():
+            teacher_output = self.teacher(crops[:2])  # only the global views reach the teacher
+        loss = self.criterion(model(crops), teacher_output, epoch)
+        index = self._index(context.state.step)
+        return loss, {"weight_decay": float(self.weight_decays[index]), "momentum": float(self.momentum[index]),
+                      "teacher_temp": self.criterion.teacher_temperature(epoch),
+                      "teacher_entropy": self.criterion.teacher_entropy,
+                      "mean_teacher_entropy": self.criterion.mean_teacher_entropy,
+                      "center_norm": self.criterion.center.norm()}
+
+    def before_update(self, model: nn.Module, optimizer: torch.optim.Optimizer, context: Context) -> None:
+        for group in optimizer.param_groups:
+            if group["weight_decay"] > 0:
+                group["weight_decay"] = float(self.weight_decays[self._index(context.state.step)])
+        cancel_last_layer_gradients(model, context.state.epoch, self.freeze_last_layer)
+
+    def after_update(self, model: nn.Module, context: Context) -> None:
+        momentum = float(self.momentum[self._index(context.state.step - 1)])
+        ema_update(context.accelerator.unwrap_model(model), self.teacher, momentum)
+
+    def evaluate(self, model: nn.Module, loader: Any, context: Context) -> dict[str, float]:
+        knn = self.knn_accuracy(context)
+        self.evaluation_line = f"teacher k-NN accuracy {knn:.4f}"
+        if context.state.step == 0:
+            self.knn_at_start = knn
+            return {"knn_accuracy": knn}
+        entropy = float(self.criterion.teacher_entropy)
+        self.evaluation_line = (f"loss {context.last_loss:.4f}, teacher entropy {entropy:.3f} (uniform "
+                        f"{math.log(self.out_dim):.3f}), {self.evaluation_line}")
+        collapse = self.criterion.collapse()
+        if collapse and context.accelerator.is_main_process:
+            warnings.warn(f"DINO's teacher outputs look collapsed ({collapse}) at step {context.state.step}. On small data "
+                          "and tiny scratch ViTs, try --head-batch-norm, a lower --momentum-teacher (0.99), a smaller "
+                          "--out-dim, and --teacher-temp between 0.02 and 0.04", stacklevel=2)
+        return {"knn_accuracy": knn}
+
+    def describe(self, metrics: dict[str, Any]) -> str:
+        return self.evaluation_line
+
+    def knn_accuracy(self, context: Context) -> float:
+        """Weighted 20-NN accuracy of the teacher's features (train split -> eval split), on the main process."""
+        from vitzoo.data import eval_transform, make_loader
+        from vitzoo.probe import extract_features, knn_evaluate
+
+        accelerator = context.accelerator
+        accuracy = torch.zeros(1, device=accelerator.device)
+        if accelerator.is_main_process:
+            def batches(split):
+                loader = make_loader(split, batch_size=self.eval_batch_size, shuffle=False, num_workers=0,
+                                     transform=eval_transform(context.preprocessing, self.teacher_zoo.image_size))
+                for images, labels in loader:
+                    if images.shape[0]:
+                        yield context.pixels(images.to(accelerator.device)), labels
+
+            train_x, train_y = extract_features(self.teacher_zoo, batches(self.splits.train), progress=False)
+            test_x, test_y = extract_features(self.teacher_zoo, batches(self.splits.eval), progress=False)
+            k = min(KNN_K, train_x.shape[0])
+            accuracy[0] = knn_evaluate(train_x, train_y, test_x, test_y, ks=(k,))[k]["accuracy"]
+        return float(accelerator.reduce(accuracy, reduction="sum")[0])
+
+    def saved_model(self, zoo: Any, model: nn.Module) -> tuple[Any, nn.Module]:
+        return self.teacher_zoo, self.teacher.backbone
+
+    def summary(self, results: dict[str, Any], model_dir: str) -> str:
+        evaluation = results["eval"]
+        start = evaluation["knn_accuracy_at_start"]
+        start = f" ({start:.4f} at the start)" if start is not None else ""
+        return (f"teacher k-NN accuracy {evaluation['knn_accuracy']:.4f}{start}, "
+                f"{results['wall_time_seconds'] / 60:.1f} min; backbone in {model_dir}")
+
+    def finish(self, model: nn.Module, context: Context) -> None:
+        if context.accelerator.is_main_process:
+            from vitzoo.plots import save_dino_curves
+
+            save_dino_curves(context.run.file(CURVES), context.run.events(), self.out_dim)
+
+    def results(self, context: Context) -> dict[str, Any]:
+        best = context.state.best or {}
+        return {"eval": {**best, "knn_accuracy_at_start": self.knn_at_start, "k": KNN_K}, "final_loss": context.last_loss}
+
+    def state_dict(self) -> dict[str, Any]:
+        teacher = {f"teacher.{key}": value for key, value in self.teacher.state_dict().items()}
+        return {**teacher, "center": self.criterion.center, "knn_at_start": self.knn_at_start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher.load_state_dict({key[len("teacher."):]: value for key, value in state.items() if key.startswith("teacher.")})
+        self.criterion.center.copy_(state["center"])
+        self.knn_at_start = state.get("knn_at_start")
+
+
 def scaled_sizes(image_size: int, patch_size: int, local_size: int | None) -> tuple[int, int]:
     size = local_size or local_crop_size(image_size, patch_size)
     if size % patch_size:
@@ -292,6 +453,6 @@ def parse_scale(text: str, what: str) -> tuple[float, float]:
 
 
 __all__ = [
-    "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "cosine_schedule",
+    "DINO", "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "cosine_schedule",
     "ema_update", "local_crop_size", "unpack_crops",
 ]

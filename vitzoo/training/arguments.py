@@ -1,15 +1,21 @@
-"""Recipe arguments: dataclasses with help text, from the command line or a YAML/JSON file.
+"""Recipe arguments: one dataclass per recipe and method, composed from shared groups.
 
-`parse(ArgumentsClass, argv)` reads `--config FILE` first (its keys are the dataclass fields)
-and lets command-line flags override it, like transformers' example scripts but without
-exec-style configurators. The resolved arguments are saved as `args.json` in the run folder.
+Groups: data, model, training (what the shared loop reads), Hub, weight EMA and classification
+augmentation; each method adds its own fields. `parse("distill", argv)` picks the method's class
+from `--method`, reads `--config FILE` first (its keys are the class's fields) and lets
+command-line flags override it, like transformers' example scripts but without exec-style
+configurators. A flag (or config key) the method does not use is refused before anything runs,
+naming the flag and the method; `--help` lists exactly the method's flags. The resolved
+arguments are saved as `args.json` in the run folder (`--config args.json` reruns them).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,21 +60,37 @@ def load_data(args: DataArguments) -> Splits:
     )
 
 
+def resolve_augmentation(args: Any, splits: Splits) -> dict[str, Any]:
+    """hflip and crop_scale: the source's defaults (digits: no flips, crops of at least half the image)
+    over timm's (0.5, 0.08), and the flags given over both."""
+    chosen = {"hflip": 0.5, "crop_scale": 0.08, **splits.augmentation}
+    for key in chosen:
+        if getattr(args, key, None) is not None:
+            chosen[key] = getattr(args, key)
+    return chosen
+
+
 @dataclass
 class ModelArguments:
     """Which model, and how it is built."""
 
     model: str = arg("deit-tiny", "registry name (see `vitzoo list`), local model folder, or timm model name")
     scratch: bool = arg(False, "start from random weights (the registry's architecture) instead of pretrained ones")
-    backend: str | None = arg(None, "library that runs the model", choices=["transformers", "timm"])
     config_overrides: str | None = arg(None, "architecture changes for --scratch, e.g. hidden_size=64,num_hidden_layers=4,patch_size=4")
     image_size: int | None = arg(None, "train/eval input size (a multiple of the patch size); position embeddings are interpolated")
     revision: str | None = arg(None, "Hub revision of the weights")
 
 
 @dataclass
+class BackendArguments:
+    """For recipes that run either library."""
+
+    backend: str | None = arg(None, "library that runs the model", choices=["transformers", "timm"])
+
+
+@dataclass
 class TrainingArguments:
-    """The optimisation, shared by every recipe."""
+    """What the shared training loop (`vitzoo.training.fit`) reads, for every recipe and method."""
 
     output_dir: str = arg("runs/finetune", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/")
     epochs: int = arg(10, "passes over the training set")
@@ -82,17 +104,22 @@ class TrainingArguments:
     gradient_accumulation_steps: int = arg(1, "steps whose gradients add up before one optimizer update")
     max_grad_norm: float | None = arg(1.0, "clip gradients to this global norm (omit or 0 to disable)")
     mixed_precision: str = arg("auto", "autocast dtype through Accelerate; auto: bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX), else none", choices=["auto", "no", "bf16", "fp16"])
-    ema_decay: float | None = arg(None, "keep an exponential moving average of the weights with this decay (e.g. 0.9998) and evaluate/save it")
     seed: int = arg(0, "seed for weights, data order and augmentation")
     log_steps: int = arg(20, "log loss, learning rate and images/s every this many optimizer updates")
     eval_steps: int | None = arg(None, "evaluate every this many updates as well as at each epoch end")
     checkpoint_steps: int | None = arg(None, "save a resumable checkpoint every this many updates (always at each epoch end)")
     keep_checkpoints: int = arg(2, "how many of the newest checkpoints to keep")
     resume: str | None = arg(None, "'auto': continue from the newest checkpoint in --output-dir; or a checkpoint folder")
-    report_to: str | None = arg(None, "also log to these Accelerate trackers", choices=["tensorboard", "wandb", "mlflow"])
+    report_to: str | None = arg(None, "also log to these Accelerate trackers (tensorboard: event files under OUTPUT_DIR/logs)", choices=["tensorboard", "wandb", "mlflow"])
     compile: bool = arg(False, "torch.compile the model")
     channels_last: bool = arg(False, "channels-last memory format for the input images and patch embedding")
     cpu: bool = arg(False, "train on the CPU even where a GPU exists (multi-process CPU runs use gloo)")
+
+
+@dataclass
+class HubArguments:
+    """Publishing the run's model/ when training ends."""
+
     push_to_hub: bool = arg(False, "after training, publish model/ with a model card to the Hugging Face Hub (as `vitzoo push`); token from HF_TOKEN or `hf auth login`")
     hub_model_id: str | None = arg(None, "Hub repository for --push-to-hub, as USER/NAME")
     hub_private: bool = arg(False, "create the --push-to-hub repository as private")
@@ -100,8 +127,15 @@ class TrainingArguments:
 
 
 @dataclass
-class FinetuneArguments(DataArguments, ModelArguments, TrainingArguments):
-    """Everything `recipes/finetune.py` takes."""
+class WeightEMAArguments:
+    """An exponential moving average of the weights, evaluated and saved instead of the raw weights."""
+
+    ema_decay: float | None = arg(None, "keep an exponential moving average of the weights with this decay (e.g. 0.9998) and evaluate/save it")
+
+
+@dataclass
+class AugmentationArguments:
+    """Training-image augmentation and targets for classification."""
 
     label_smoothing: float = arg(0.1, "label smoothing of the cross-entropy (timm's implementation)")
     mixup: float = arg(0.0, "mixup alpha (timm's Mixup); 0 disables")
@@ -110,43 +144,23 @@ class FinetuneArguments(DataArguments, ModelArguments, TrainingArguments):
     hflip: float | None = arg(None, "probability of a horizontal flip (default 0.5; 0 for sources that are not mirror-symmetric, such as digits)")
     random_resized_crop: bool = arg(True, "random resized crops for training (off: resize + centre crop)")
     crop_scale: float | None = arg(None, "smallest area share of a random resized crop (default 0.08 as in timm; 0.5 for the 8x8 digits)")
-    freeze_backbone: bool = arg(False, "train only the classification head on frozen features (linear probing)")
-
-
-def parse(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
-    """Parse `argv` into `cls`; `--config FILE` (YAML or JSON) supplies defaults first."""
-    parser = HfArgumentParser(cls, description=description or cls.__doc__)
-    parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (flags given here override it)")
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**load_config_file(known.config, cls))
-    namespace = parser.parse_args(argv)
-    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)}
-    return cls(**values)
-
-
-def load_config_file(path: str, cls: type) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise BadInputError(f"config file not found: {path}")
-    with open(path) as handle:
-        data = yaml.safe_load(handle) if path.endswith((".yaml", ".yml")) else json.load(handle)
-    if not isinstance(data, dict):
-        raise BadInputError(f"{path} must hold a mapping of argument names to values")
-    names = {f.name for f in dataclasses.fields(cls)}
-    data = {key.replace("-", "_"): value for key, value in data.items()}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise BadInputError(f"{path}: unknown argument(s) {', '.join(unknown)}")
-    return data
 
 
 @dataclass
-class DistillArguments(FinetuneArguments):
-    """Everything `recipes/distill.py` takes: the fine-tuning arguments, plus DeiT's teacher or DINO's
-    self-distillation (--method)."""
+class FinetuneArguments(DataArguments, ModelArguments, BackendArguments, TrainingArguments, HubArguments,
+                        WeightEMAArguments, AugmentationArguments):
+    """Everything `vitzoo finetune` takes."""
 
-    method: str = arg("deit", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images", choices=["deit", "dino"])
-    # DeiT
+    freeze_backbone: bool = arg(False, "train only the classification head on frozen features (linear probing)")
+
+
+@dataclass
+class DeiTArguments(DataArguments, ModelArguments, BackendArguments, TrainingArguments, HubArguments,
+                    WeightEMAArguments, AugmentationArguments):
+    """`vitzoo distill --method deit`: a student learns the labels and a frozen teacher's predictions."""
+
+    method: str = arg("deit", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images (`--method dino --help` lists its flags)", choices=["deit", "dino"])
+    output_dir: str = arg("runs/distill", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/")
     teacher: str | None = arg(None, "DeiT teacher: registry name, local model folder (e.g. a finetune run's model/) or timm model name (a CNN works)")
     teacher_scratch: bool = arg(False, "random-init teacher with a fresh head for the dataset's classes (tests)")
     teacher_backend: str | None = arg(None, "library that runs the teacher", choices=["transformers", "timm"])
@@ -154,48 +168,190 @@ class DistillArguments(FinetuneArguments):
     alpha: float = arg(0.5, "weight of the distillation term (the label term gets 1 - alpha)")
     tau: float = arg(1.0, "temperature of soft distillation")
     label_map: str | None = arg(None, "how teacher classes match student classes: a JSON file {teacher: student} or teacher_name=student_name,...")
-    cache_teacher_logits: bool = arg(False, "DeiT: run the teacher once over the training set before training and read its logits afterwards; only without augmentation that changes images between epochs (--no-random-resized-crop, --hflip 0, no --auto-augment, --mixup 0, --cutmix 0)")
-    # DINO
-    out_dim: int = arg(65536, "DINO head output dimension (prototypes); small for small data")
-    head_hidden_dim: int = arg(2048, "DINO head MLP width")
-    head_bottleneck_dim: int = arg(256, "DINO head bottleneck before the weight-normed last layer")
-    local_crops: int = arg(8, "DINO: number of small local crops per image (2 global crops always)")
-    global_crop_scale: str = arg("0.4,1.0", "DINO: area range of the global crops")
-    local_crop_scale: str = arg("0.05,0.4", "DINO: area range of the local crops")
-    local_crop_size: int | None = arg(None, "DINO: local crop size (default: 96/224 of the image size, a multiple of the patch)")
-    momentum_teacher: float = arg(0.996, "DINO: EMA momentum of the teacher at the start (cosine to 1)")
-    teacher_temp: float = arg(0.04, "DINO: teacher temperature after warm-up")
-    warmup_teacher_temp: float = arg(0.04, "DINO: teacher temperature at the start")
-    warmup_teacher_temp_epochs: int = arg(0, "DINO: epochs of linear teacher-temperature warm-up")
-    student_temp: float = arg(0.1, "DINO: student temperature")
-    center_momentum: float = arg(0.9, "DINO: momentum of the centre of the teacher outputs")
-    weight_decay_end: float = arg(0.4, "DINO: weight decay at the end of its cosine schedule (from --weight-decay)")
-    freeze_last_layer: int = arg(1, "DINO: epochs during which the head's last layer is not updated")
-    head_batch_norm: bool = arg(False, "DINO: batch norm after the head's hidden layers (DINO's --use_bn_in_head); helped tiny scratch ViTs on small data stay clear of collapse (README: DINO on small data); synced across GPUs, per process on CPU")
-    norm_last_layer: bool = arg(True, "DINO: keep the norm of the head's last layer fixed at 1 (off: learnt, better features but less stable)")
+    cache_teacher_logits: bool = arg(False, "run the teacher once over the training set before training and read its logits afterwards; only without augmentation that changes images between epochs (--no-random-resized-crop, --hflip 0, no --auto-augment, --mixup 0, --cutmix 0)")
 
 
 @dataclass
-class PretrainArguments(DataArguments, ModelArguments, TrainingArguments):
-    """Everything `recipes/pretrain.py` takes: masked image modelling on unlabelled images
-    (MAE, BEiT or SimMIM); the dataset's labels, if any, are ignored."""
+class DINOArguments(DataArguments, ModelArguments, BackendArguments, TrainingArguments, HubArguments):
+    """`vitzoo distill --method dino`: self-distillation of a backbone on unlabelled images (labels
+    only feed the k-NN monitor)."""
 
-    method: str = arg("mae", "mae: masked autoencoder (pixels, encoder sees visible patches only); beit: visual-token prediction; simmim: L1 pixel regression with mask tokens", choices=["mae", "beit", "simmim"])
-    model: str | None = arg(None, "registry name or model folder (default per method: mae-base, beit-base-pt22k, vit-base-in21k)")
-    mask_ratio: float | None = arg(None, "share of patches masked, in (0, 1) (default: mae 0.75, beit 0.4, simmim 0.6)")
-    norm_pix_loss: bool = arg(True, "MAE: regress per-patch normalised pixels (the paper's better target)")
-    decoder_hidden_size: int | None = arg(None, "MAE decoder width (with --scratch; also decoder_hidden_size=... in --config-overrides)")
-    decoder_depth: int | None = arg(None, "MAE decoder blocks (with --scratch; decoder_num_hidden_layers=...)")
-    mask_patch_size: int | None = arg(None, "SimMIM: side of the square masking unit, a multiple of the patch size (default 2 x patch when it divides the image, else the patch)")
-    min_block_patches: int = arg(4, "BEiT: smallest masked block, in patches")
-    tokenizer: str | None = arg(None, "BEiT: a saved tokenizer folder (default: fit a k-means codebook on this dataset and save it with the run)")
-    tokenizer_vocab_size: int = arg(256, "BEiT: codes of the fitted k-means tokenizer (at most 8192; must equal the model's vocab_size)")
-    tokenizer_images: int = arg(2000, "BEiT: images whose patches the k-means tokenizer is fitted on")
-    tokenizer_iterations: int = arg(25, "BEiT: k-means (Lloyd) iterations")
-    tokenizer_normalisation: str = arg("pixels", "BEiT: what the k-means tokenizer clusters: pixels (the patch's normalised pixels: brightness and shape) or patch (each patch standardised: shape and contrast only)", choices=["pixels", "patch"])
+    method: str = arg("dino", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images", choices=["deit", "dino"])
+    model: str = arg("dino-vits16", "registry name (see `vitzoo list`) or local model folder of a transformers ViT")
+    output_dir: str = arg("runs/dino", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/ (the teacher backbone), dino_curves.png")
+    hflip: float | None = arg(None, "probability of a horizontal flip of each crop (default 0.5; 0 for sources that are not mirror-symmetric, such as digits)")
+    out_dim: int = arg(65536, "DINO head output dimension (prototypes); small for small data")
+    head_hidden_dim: int = arg(2048, "DINO head MLP width")
+    head_bottleneck_dim: int = arg(256, "DINO head bottleneck before the weight-normed last layer")
+    local_crops: int = arg(8, "number of small local crops per image (2 global crops always)")
+    global_crop_scale: str = arg("0.4,1.0", "area range of the global crops")
+    local_crop_scale: str = arg("0.05,0.4", "area range of the local crops")
+    local_crop_size: int | None = arg(None, "local crop size (default: 96/224 of the image size, a multiple of the patch)")
+    momentum_teacher: float = arg(0.996, "EMA momentum of the teacher at the start (cosine to 1)")
+    teacher_temp: float = arg(0.04, "teacher temperature after warm-up")
+    warmup_teacher_temp: float = arg(0.04, "teacher temperature at the start")
+    warmup_teacher_temp_epochs: int = arg(0, "epochs of linear teacher-temperature warm-up")
+    student_temp: float = arg(0.1, "student temperature")
+    center_momentum: float = arg(0.9, "momentum of the centre of the teacher outputs")
+    weight_decay_end: float = arg(0.4, "weight decay at the end of its cosine schedule (from --weight-decay)")
+    freeze_last_layer: int = arg(1, "epochs during which the head's last layer is not updated")
+    head_batch_norm: bool = arg(False, "batch norm after the head's hidden layers (DINO's --use_bn_in_head); helped tiny scratch ViTs on small data stay clear of collapse (README: DINO on small data); synced across GPUs, per process on CPU")
+    norm_last_layer: bool = arg(True, "keep the norm of the head's last layer fixed at 1 (off: learnt, better features but less stable)")
+
+
+@dataclass
+class PretrainArguments(DataArguments, ModelArguments, TrainingArguments, HubArguments, WeightEMAArguments):
+    """Masked image modelling on unlabelled images (the dataset's labels, if any, are ignored):
+    what MAE, BEiT and SimMIM share."""
+
+    method: str = arg("mae", "mae: masked autoencoder (pixels, encoder sees visible patches only); beit: visual-token prediction; simmim: L1 pixel regression with mask tokens (`--method M --help` lists each one's flags)", choices=["mae", "beit", "simmim"])
+    output_dir: str = arg("runs/pretrain", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/, reconstructions.png")
     blr: float = arg(1.5e-4, "base learning rate: lr = blr * total batch / 256 (MAE paper) unless --learning-rate is given")
     learning_rate: float | None = arg(None, "absolute peak learning rate (overrides --blr scaling)")
     warmup_ratio: float = arg(0.1, "share of all steps spent warming the learning rate up linearly")
     hflip: float | None = arg(None, "probability of a horizontal flip (default 0.5; the source's default, 0 for digits)")
     crop_scale: float = arg(0.2, "smallest area share of the random resized crop (MAE: 0.2)")
     num_reconstructions: int = arg(4, "eval images drawn in reconstructions.png (0: no figure)")
+
+
+@dataclass
+class MAEArguments(PretrainArguments):
+    """`vitzoo pretrain --method mae`: `ViTMAEForPreTraining`, normalised-pixel MSE on masked patches."""
+
+    model: str = arg("mae-base", "registry name or model folder of an MAE model (model_type vit_mae)")
+    mask_ratio: float = arg(0.75, "share of patches masked, in (0, 1)")
+    norm_pix_loss: bool = arg(True, "regress per-patch normalised pixels (the paper's better target)")
+    decoder_hidden_size: int | None = arg(None, "decoder width (with --scratch; also decoder_hidden_size=... in --config-overrides)")
+    decoder_depth: int | None = arg(None, "decoder blocks (with --scratch; decoder_num_hidden_layers=...)")
+
+
+@dataclass
+class BEiTArguments(PretrainArguments):
+    """`vitzoo pretrain --method beit`: blockwise masks, visual-token targets from a tokenizer."""
+
+    method: str = arg("beit", "mae | beit | simmim (`--method M --help` lists each one's flags)", choices=["mae", "beit", "simmim"])
+    model: str = arg("beit-base-pt22k", "registry name or model folder of a BEiT model")
+    mask_ratio: float = arg(0.4, "share of patches masked, in (0, 1)")
+    min_block_patches: int = arg(4, "smallest masked block, in patches")
+    tokenizer: str | None = arg(None, "a saved tokenizer folder (default: fit a k-means codebook on this dataset and save it with the run)")
+    tokenizer_vocab_size: int = arg(256, "codes of the fitted k-means tokenizer (at most 8192; must equal the model's vocab_size)")
+    tokenizer_images: int = arg(2000, "images whose patches the k-means tokenizer is fitted on")
+    tokenizer_iterations: int = arg(25, "k-means (Lloyd) iterations")
+    tokenizer_normalisation: str = arg("pixels", "what the k-means tokenizer clusters: pixels (the patch's normalised pixels: brightness and shape) or patch (each patch standardised: shape and contrast only)", choices=["pixels", "patch"])
+
+
+@dataclass
+class SimMIMArguments(PretrainArguments):
+    """`vitzoo pretrain --method simmim`: `ViTForMaskedImageModeling`, L1 on masked pixels."""
+
+    method: str = arg("simmim", "mae | beit | simmim (`--method M --help` lists each one's flags)", choices=["mae", "beit", "simmim"])
+    model: str = arg("vit-base-in21k", "registry name or model folder of a ViT or DeiT model")
+    mask_ratio: float = arg(0.6, "share of patches masked, in (0, 1)")
+    mask_patch_size: int | None = arg(None, "side of the square masking unit, a multiple of the patch size (default 2 x patch when it divides the image, else the patch)")
+
+
+# recipe -> method -> arguments class; None: the recipe has no --method
+RECIPES: dict[str, dict[str | None, type]] = {
+    "finetune": {None: FinetuneArguments},
+    "distill": {"deit": DeiTArguments, "dino": DINOArguments},
+    "pretrain": {"mae": MAEArguments, "beit": BEiTArguments, "simmim": SimMIMArguments},
+}
+DEFAULT_METHOD = {"distill": "deit", "pretrain": "mae"}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag's help, and the description's examples kept line by line."""
+
+
+def command_name(recipe: str, method: str | None) -> str:
+    return f"vitzoo {recipe}" + (f" --method {method}" if method else "")
+
+
+def arguments_class(recipe: str, method: str | None = None) -> type:
+    """The arguments dataclass of `recipe` (and `method`, default the recipe's default method)."""
+    methods = RECIPES[recipe]
+    method = method or DEFAULT_METHOD.get(recipe)
+    if method not in methods:
+        raise BadInputError(f"{command_name(recipe, None)}: unknown --method {method!r}; choose one of {', '.join(map(str, methods))}")
+    return methods[method]
+
+
+def build_parser(recipe: str, method: str | None = None, description: str | None = None) -> HfArgumentParser:
+    cls = arguments_class(recipe, method)
+    methods = [m for m in RECIPES[recipe] if m]
+    others = f"\n\nThe flags depend on --method ({', '.join(methods)}): `vitzoo {recipe} --method M --help` lists them." if methods else ""
+    # no abbreviations: `--teacher` must not silently become DINO's `--teacher-temp`
+    parser = HfArgumentParser(cls, prog=f"vitzoo {recipe}", description=(description or cls.__doc__ or "") + others,
+                              formatter_class=_HelpFormatter, allow_abbrev=False)
+    parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (flags given here override it)")
+    return parser
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def _users(flag: str, recipe: str, method: str | None) -> list[str]:
+    """The other recipes and methods that take `flag`."""
+    return [command_name(other, other_method) for other, methods in RECIPES.items() for other_method in methods
+            if (other, other_method) != (recipe, method) and flag in _flags(build_parser(other, other_method))]
+
+
+def _refuse(flags: list[str], recipe: str, method: str | None) -> BadInputError:
+    command = command_name(recipe, method)
+    parts = []
+    for flag in flags:
+        users = _users(flag, recipe, method)
+        parts.append(f"{flag} (used by {', '.join(users)})" if users else f"{flag} (no vitzoo command has it)")
+    return BadInputError(f"{command} does not use {'; '.join(parts)}. Drop it; `{command} --help` lists the flags "
+                         f"{'this method' if method else 'it'} takes")
+
+
+def _method(recipe: str, argv: list[str]) -> str | None:
+    """--method from the command line, else from --config, else the recipe's default."""
+    if recipe not in DEFAULT_METHOD:
+        return None
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--method")
+    early.add_argument("--config")
+    known, _ = early.parse_known_args(argv)
+    if known.method is None and known.config:
+        known.method = read_config_file(known.config).get("method")
+    return known.method or DEFAULT_METHOD[recipe]
+
+
+def parse(recipe: str, argv: list[str] | None = None, description: str | None = None) -> Any:
+    """Parse `argv` into the arguments class of `recipe` and its `--method`; `--config FILE` (YAML or
+    JSON) supplies defaults first. Flags the method does not use are refused, naming them."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    method = _method(recipe, argv)
+    cls = arguments_class(recipe, method)
+    parser = build_parser(recipe, method, description)
+    known, rest = parser.parse_known_args(argv)
+    unknown = sorted({item.split("=", 1)[0] for item in rest if re.match(r"^--?[A-Za-z]", item)})
+    if unknown:
+        raise _refuse(unknown, recipe, method)
+    if rest:
+        raise BadInputError(f"{command_name(recipe, method)}: unexpected argument(s) {' '.join(rest[:3])} (values need a flag)")
+    if known.config:
+        data = read_config_file(known.config)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unused = sorted(set(data) - names)
+        if unused:
+            raise _refuse([f"--{name.replace('_', '-')}" for name in unused], recipe, method)
+        parser.set_defaults(**data)
+        known = parser.parse_args(argv)
+    return cls(**{f.name: getattr(known, f.name) for f in dataclasses.fields(cls)})
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A YAML or JSON mapping of argument names (dashes or underscores) to values."""
+    if not os.path.isfile(path):
+        raise BadInputError(f"config file not found: {path}")
+    with open(path) as handle:
+        data = yaml.safe_load(handle) if path.endswith((".yaml", ".yml")) else json.load(handle)
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path} must hold a mapping of argument names to values")
+    return {key.replace("-", "_"): value for key, value in data.items()}

@@ -1,8 +1,6 @@
-"""The pieces every recipe's loop is made of: the Accelerator, the run folder, the forward pass,
-evaluation across processes, EMA and saving the model.
-
-The loop itself stays in each recipe, visible top to bottom; what would otherwise be copied
-between recipes lives here.
+"""The pieces the training loop (`vitzoo.training.fit`) and the objectives are made of: the
+Accelerator, the run folder, the forward pass, evaluation across processes, EMA, the NaN/inf
+checks and saving the model.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,7 +39,11 @@ def make_accelerator(args: Any) -> Accelerator:
 
     `cpu=True` matters on GPU-less machines: only then does `accelerate launch --num_processes N`
     give N processes that train one model together over gloo (without it each trains alone).
+    Outside a distributed launch each run gets a fresh Accelerate state, so one process can run
+    several trainings with different settings (compare, benchmarks, tests).
     """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        reset_accelerate_state()
     use_cpu = args.cpu or not torch.cuda.is_available()
     return Accelerator(
         cpu=use_cpu,
@@ -52,6 +55,15 @@ def make_accelerator(args: Any) -> Accelerator:
         # pinned batches reach the GPU asynchronously, overlapping the copy with the last step
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=not use_cpu),
     )
+
+
+def reset_accelerate_state() -> None:
+    """Forget the process-wide state an earlier Accelerator left (precision, accumulation, device)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
 
 
 def resolve_mixed_precision(requested: str, use_cpu: bool) -> str | None:
@@ -73,6 +85,22 @@ def cpu_has_native_bf16() -> bool:
     it bf16 autocast is emulated and slower than fp32."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
+
+
+def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunFolder]:
+    """What every recipe does first: refuse a bad --push-to-hub before any work (a bad repo id or a
+    missing token stops here, not after training), build the Accelerator, print the banner, seed
+    everything, open the run folder."""
+    from accelerate.utils import set_seed
+
+    if args.push_to_hub:
+        from vitzoo.publish import check_push
+
+        check_push(args.hub_model_id)
+    accelerator = make_accelerator(args)
+    banner(name, modes, accelerator)
+    set_seed(args.seed)
+    return accelerator, RunFolder(args.output_dir, accelerator)
 
 
 def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
@@ -183,21 +211,19 @@ def evaluate_classifier(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
     accelerator: Accelerator,
-    preprocessing: Preprocessing,
-    *,
-    channels_last: bool = False,
+    pixels: Callable[[torch.Tensor], torch.Tensor],
 ) -> dict[str, float]:
     """Top-1, top-5 and macro F1 over the whole eval split, gathered from every process once
-    (the padding Accelerate adds to even out the last batch is dropped)."""
+    (the padding Accelerate adds to even out the last batch is dropped). `pixels` turns a uint8
+    batch into the model's input."""
     was_training = model.training
     model.eval()
     all_logits, all_labels = [], []
     for images, labels in loader:
         if images.shape[0] == 0:
             continue
-        pixels = prepare_pixels(images, preprocessing, channels_last)
         with accelerator.autocast():
-            logits = forward_logits(model, pixels)
+            logits = forward_logits(model, pixels(images))
         logits, labels = accelerator.gather_for_metrics((logits.float(), labels))
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
@@ -214,14 +240,12 @@ def prepare_pixels(images: torch.Tensor, preprocessing: Preprocessing, channels_
 
 
 def build_ema(model: torch.nn.Module, decay: float | None, accelerator: Accelerator) -> torch.nn.Module | None:
-    """timm's ModelEmaV3 of the unwrapped model, registered so checkpoints carry it."""
+    """timm's ModelEmaV3 of the unwrapped model (the loop checkpoints its weights as safetensors)."""
     if decay is None:
         return None
     from timm.utils import ModelEmaV3
 
-    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=decay)
-    accelerator.register_for_checkpointing(ema)
-    return ema
+    return ModelEmaV3(accelerator.unwrap_model(model), decay=decay)
 
 
 def save_model(
@@ -232,42 +256,15 @@ def save_model(
     extra_metadata: dict[str, Any] | None = None,
 ) -> None:
     """Save `model`'s weights (gathered from every process, FSDP/DeepSpeed included) as a vitzoo
-    model folder: transformers format + preprocessor config + vitzoo.json, written atomically."""
+    model folder described by `zoo`: transformers format + preprocessor config + vitzoo.json,
+    written atomically. `model` may be another module of the same architecture than `zoo.model`
+    (an EMA, DINO's teacher): its weights are written, and no live module is changed."""
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        target = zoo.model
-        device = next(target.parameters()).device
         # a torch.compile'd model (--compile) names its weights "_orig_mod.<name>"
-        target.load_state_dict({k.replace("_orig_mod.", ""): v.to(device) for k, v in state.items()})
-        zoo.save_pretrained(directory, extra_metadata=extra_metadata)
+        state = {key.replace("_orig_mod.", ""): value for key, value in state.items()}
+        zoo.save_pretrained(directory, extra_metadata=extra_metadata, state_dict=state)
     accelerator.wait_for_everyone()
-
-
-def evaluate_and_keep_best(
-    accelerator: Accelerator,
-    zoo: ZooModel,
-    model: torch.nn.Module,
-    eval_loader: torch.utils.data.DataLoader,
-    preprocessing: Preprocessing,
-    run: RunFolder,
-    state: Any,
-    epoch: int,
-    best: dict[str, Any] | None,
-    args: Any,
-    training: dict[str, Any],
-) -> dict[str, Any]:
-    """Evaluate a classifier, log it, and save model/ when accuracy improved (ties keep the
-    earlier model). `training` names the recipe (and its method) in model/vitzoo.json."""
-    metrics = evaluate_classifier(model, eval_loader, accelerator, preprocessing, channels_last=args.channels_last)
-    run.log({"step": state.step, "epoch": epoch + 1, "eval": True, **metrics})
-    accelerator.print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "samples"))
-    if best is None or best.get("accuracy") is None or metrics["accuracy"] > best["accuracy"]:
-        best = {**metrics, "step": state.step, "epoch": epoch + 1}
-        state.best_metric = metrics["accuracy"]
-        metadata = {**training, "dataset": args.dataset, "best_step": state.step, "base_model": args.model,
-                    "pretrained": not args.scratch}
-        save_model(accelerator, zoo, model, run.file(MODEL_DIR), extra_metadata={"training": metadata})
-    return best
 
 
 class Throughput:
@@ -281,11 +278,13 @@ class Throughput:
         self.images += count
         self.images_since += count
 
-    def window(self) -> float:
+    def window(self) -> tuple[float, float]:
+        """(images/s, seconds) since the previous window."""
         now = time.perf_counter()
-        rate = self.images_since / max(now - self.last, 1e-9)
+        seconds = max(now - self.last, 1e-9)
+        rate = self.images_since / seconds
         self.last, self.images_since = now, 0
-        return rate
+        return rate, seconds
 
     def total(self) -> tuple[float, float]:
         elapsed = time.perf_counter() - self.start

@@ -1,0 +1,57 @@
+"""Supervised classification: cross-entropy with label smoothing, or soft-target cross-entropy on
+timm's mixup/cutmix (both timm's losses); evaluated by top-1, top-5 and macro F1 on the eval split,
+and the best top-1 keeps model/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+from vitzoo.data import mixup_fn
+from vitzoo.errors import BadInputError
+from vitzoo.training.engine import evaluate_classifier, forward_logits
+from vitzoo.training.objective import Context, Objective
+
+# the classification heads of transformers (`classifier*`) and timm (`head*`) models
+HEAD_NAMES = {"classifier", "cls_classifier", "distillation_classifier", "head", "head_dist"}
+
+
+class Classification(Objective):
+    name = "classification"
+    select = "accuracy"
+
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0) -> None:
+        self.mixup = mixup_fn(mixup, cutmix, label_smoothing, num_classes)
+        self.criterion = SoftTargetCrossEntropy() if self.mixup else LabelSmoothingCrossEntropy(label_smoothing)
+
+    def mix(self, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch after mixup/cutmix and its (soft) targets; unchanged without them."""
+        return self.mixup(pixels, labels) if self.mixup is not None else (pixels, labels)
+
+    def loss(self, model: torch.nn.Module, pixels: torch.Tensor, labels: torch.Tensor, context: Context) -> tuple[torch.Tensor, dict[str, Any]]:
+        pixels, targets = self.mix(pixels, labels)
+        return self.criterion(forward_logits(model, pixels), targets), {}
+
+    def evaluate(self, model: torch.nn.Module, loader: Any, context: Context) -> dict[str, float]:
+        return evaluate_classifier(model, loader, context.accelerator, context.pixels)
+
+    def summary(self, results: dict[str, Any], model_dir: str) -> str:
+        best = results["eval"]
+        return (f"eval accuracy {best['accuracy']:.4f} (top-5 {best['top5']:.4f}, macro F1 {best['macro_f1']:.4f}), "
+                f"{self.speed(results)}, {results['wall_time_seconds'] / 60:.1f} min; model in {model_dir}")
+
+    def speed(self, results: dict[str, Any]) -> str:
+        return f"{results['train_images_per_second']:.1f} train images/s"
+
+
+def freeze_all_but_head(model: torch.nn.Module) -> None:
+    """Linear probing: only the classifier (transformers `classifier*`, timm `head*`) trains."""
+    trainable = 0
+    for name, parameter in model.named_parameters():
+        is_head = name.split(".")[0] in HEAD_NAMES
+        parameter.requires_grad_(is_head)
+        trainable += parameter.numel() if is_head else 0
+    if trainable == 0:
+        raise BadInputError("--freeze-backbone found no classification head to train")

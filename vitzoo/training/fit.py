@@ -1,0 +1,239 @@
+"""The one training loop under every recipe.
+
+    results = fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
+                  train_loader=train_loader, eval_loader=eval_loader, data=splits.summary(),
+                  metadata={"recipe": "finetune"})
+
+`fit` owns what every method shares: the optimizer (AdamW groups, layer decay) and the warm-up +
+cosine schedule, `--channels-last`, `--compile`, `accelerator.prepare`, the EMA of the weights
+(`--ema-decay`), resume (model, optimizer, EMA, the objective's state, every RNG, the data
+position, the best evaluation with all its metrics), gradient accumulation, clipping, autocast,
+the NaN/inf checks, logging to metrics.jsonl and the trackers, evaluation every `--eval-steps`
+and at each epoch end, keeping model/ (the best by the objective's metric, or the newest),
+checkpoints, results.json and `--push-to-hub`. The objective (`vitzoo.training.objective`) brings
+the method's maths; callbacks watch (benchmarks time steps, compare follows progress).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitzoo.training.engine import (
+    MODEL_DIR,
+    RunFolder,
+    Throughput,
+    build_ema,
+    check_finite,
+    check_finite_weights,
+    environment,
+    save_model,
+)
+from vitzoo.training.objective import Callback, Context, Objective, Plan
+from vitzoo.training.optim import build_optimizer, build_scheduler
+from vitzoo.zoo import ZooModel
+
+OBJECTIVE_PREFIX, EMA_PREFIX = "objective.", "ema."
+
+
+def plan_steps(args: Any, train_loader: torch.utils.data.DataLoader, accelerator: Accelerator) -> Plan:
+    """Optimizer updates per epoch and in all, from the (not yet sharded) training loader."""
+    per_process = math.ceil(len(train_loader) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(per_process / args.gradient_accumulation_steps)
+    return Plan(epochs=args.epochs, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * args.epochs,
+                batches_per_epoch=per_process)
+
+
+def fit(
+    args: Any,
+    *,
+    accelerator: Accelerator,
+    run: RunFolder,
+    zoo: ZooModel,
+    model: torch.nn.Module,
+    objective: Objective,
+    train_loader: torch.utils.data.DataLoader,
+    eval_loader: torch.utils.data.DataLoader | None = None,
+    data: dict[str, Any] | None = None,
+    metadata: dict[str, Any],
+    learning_rate: float | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    callbacks: Sequence[Callback] = (),
+    description: str = "training",
+) -> dict[str, Any]:
+    """Train `model` with `objective` as `args` say; returns what results.json holds.
+
+    `metadata` names the recipe (and method, and what else describes the run) in results.json and
+    model/vitzoo.json, and the tracker's project; `learning_rate` overrides `args.learning_rate`
+    (pretraining's --blr scaling).
+    """
+    plan = plan_steps(args, train_loader, accelerator)
+    optimizer = build_optimizer(model, learning_rate=learning_rate or args.learning_rate, weight_decay=args.weight_decay,
+                                layer_decay=args.layer_decay, depth=zoo.spec.architecture.depth, betas=betas)
+    scheduler = build_scheduler(optimizer, total_steps=plan.total_steps,
+                                warmup_steps=int(args.warmup_ratio * plan.total_steps), min_lr=args.min_learning_rate)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model = torch.compile(model)
+    loaders = [train_loader] if eval_loader is None else [train_loader, eval_loader]
+    model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
+    train_loader, eval_loader = loaders[0], (loaders[1] if len(loaders) > 1 else None)
+    ema = build_ema(model, getattr(args, "ema_decay", None), accelerator)
+    if args.report_to:
+        accelerator.init_trackers(f"vitzoo-{metadata['recipe']}", config={k: v for k, v in vars(args).items() if v is not None})
+    state = TrainState()
+    context = Context(accelerator=accelerator, run=run, plan=plan, state=state, preprocessing=zoo.spec.preprocessing,
+                      channels_last=args.channels_last, model=model, optimizer=optimizer)
+    objective.setup(context)
+
+    checkpoint = latest_checkpoint(args.output_dir) if args.resume == "auto" else args.resume
+    if checkpoint:
+        state, tensors = load_checkpoint(accelerator, checkpoint)
+        context.state = state
+        objective.load_state_dict({**state.extra, **_strip(tensors, OBJECTIVE_PREFIX)})
+        if ema is not None:
+            ema.module.load_state_dict(_strip(tensors, EMA_PREFIX))
+        accelerator.print(f"resumed from {checkpoint}: epoch {state.epoch}, step {state.step}")
+    run.save_args(args)
+
+    def evaluate(at_start: bool = False) -> None:
+        eval_model = ema.module if ema is not None else model
+        metrics = objective.evaluate(eval_model, eval_loader, context)
+        position = 0 if at_start else context.epoch_position
+        run.log({"step": state.step, "epoch": position, "eval": True, **metrics})
+        accelerator.print(f"epoch {position}{' (before training)' if at_start else ''}: {objective.describe(metrics)}")
+        state.last_eval_step = state.step
+        if not at_start:
+            best = state.best
+            if objective.select is None or best is None or metrics[objective.select] > best[objective.select]:
+                state.best = {**metrics, "step": state.step, "epoch": position}
+                kept = "best_step" if objective.select else "step"
+                training = {**metadata, "dataset": args.dataset, kept: state.step, "base_model": args.model,
+                            "pretrained": not args.scratch}
+                save_model(accelerator, *objective.saved_model(zoo, eval_model), run.file(MODEL_DIR),
+                           extra_metadata={"training": training})
+        for callback in callbacks:
+            callback.on_evaluate(context, metrics)
+
+    loop_start, seconds_before = time.perf_counter(), state.train_seconds
+
+    def checkpoint_now() -> None:
+        check_finite_weights(model, state.step, args.output_dir)
+        state.train_seconds = seconds_before + time.perf_counter() - loop_start
+        state.extra, tensors = _split(objective.state_dict(), OBJECTIVE_PREFIX)
+        if ema is not None:
+            tensors.update({EMA_PREFIX + key: value for key, value in ema.module.state_dict().items()})
+        path = save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, tensors)
+        for callback in callbacks:
+            callback.on_checkpoint(context, path)
+
+    throughput = Throughput()
+    progress = tqdm(total=plan.total_steps, initial=state.step, disable=not accelerator.is_main_process, desc=description)
+    for callback in callbacks:
+        callback.on_train_begin(context)
+    if objective.evaluate_at_start and state.step == 0 and state.last_eval_step is None:
+        evaluate(at_start=True)
+    for epoch in range(state.epoch, args.epochs):
+        model.train()
+        train_loader.set_epoch(epoch)  # the sampler's order and each sample's augmentation: f(seed, epoch)
+        train_loader.dataset.set_epoch(epoch)
+        skipped = state.batches_in_epoch
+        batches = accelerator.skip_first_batches(train_loader, skipped) if skipped else train_loader
+        for images, labels in batches:
+            state.batches_in_epoch += 1
+            if images.shape[0] == 0:  # every image of this batch was undecodable
+                continue
+            pixels = context.pixels(images)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss, logs = objective.loss(model, pixels, labels, context)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if args.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    objective.before_update(model, optimizer, context)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            images_done = images.shape[0] * accelerator.num_processes
+            throughput.add(images_done)
+            state.images_seen += images_done
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            context.loss = loss.detach()
+            scheduler.step_update(state.step)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model), step=state.step)
+            objective.after_update(model, context)
+            progress.update(1)
+            for callback in callbacks:
+                callback.on_step(context)
+            if state.step % args.log_steps == 0:
+                check_finite(loss, state.step, args.output_dir)
+                rate, seconds = throughput.window()
+                event = {"step": state.step, "epoch": context.epoch_position, "loss": loss.item(),
+                         "lr": optimizer.param_groups[-1]["lr"], **{k: float(v) for k, v in logs.items()},
+                         **objective.on_log(seconds), "images_per_second": rate}
+                run.log(event)
+                progress.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['lr']:.2e}")
+                for callback in callbacks:
+                    callback.on_log(context, event)
+            if args.eval_steps and state.step % args.eval_steps == 0:
+                evaluate()
+            if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
+                checkpoint_now()
+        state.epoch, state.batches_in_epoch = epoch + 1, 0
+        check_finite_weights(model, state.step, args.output_dir)
+        if state.last_eval_step != state.step:
+            evaluate()
+        checkpoint_now()
+    progress.close()
+
+    state.train_seconds = seconds_before + time.perf_counter() - loop_start
+    objective.finish(ema.module if ema is not None else model, context)
+    results = {
+        "model": zoo.spec.name,
+        "backend": zoo.backend,
+        "pretrained": not args.scratch,
+        **metadata,
+        "eval": state.best,
+        "steps": state.step,
+        "epochs": args.epochs,
+        "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
+        "wall_time_seconds": state.train_seconds,
+        "num_processes": accelerator.num_processes,
+        "data": data,
+        "environment": environment(),
+        **objective.results(context),
+    }
+    run.save_results(results)
+    if args.push_to_hub and accelerator.is_main_process:
+        from vitzoo.publish import push_run
+
+        push_run(args.output_dir, args.hub_model_id, private=args.hub_private, revision=args.hub_revision)
+    if args.report_to:
+        accelerator.end_training()
+    for callback in callbacks:
+        callback.on_end(context, results)
+    if accelerator.is_main_process:
+        print(f"done: {objective.summary(results, run.file(MODEL_DIR))}", flush=True)
+    return results
+
+
+def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """An objective's state as (JSON values, prefixed tensors)."""
+    plain = {key: value for key, value in values.items() if not isinstance(value, torch.Tensor)}
+    tensors = {prefix + key: value for key, value in values.items() if isinstance(value, torch.Tensor)}
+    return plain, tensors
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
