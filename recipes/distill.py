@@ -99,11 +99,9 @@ def train_deit(args: DeiTArguments, callbacks: Sequence[Callback] = ()) -> dict:
 
 def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
     """DINO self-distillation of a backbone; labels are ignored (only the k-NN monitor reads them)."""
-    if args.backend == "timm":
-        raise vitzoo.BadInputError("--method dino runs transformers backbones (multi-crop needs interpolated positions); drop --backend timm")
     accelerator, run = start_run(args, "self-distillation (DINO)", MODES)
     splits = load_data(args)
-    zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend=args.backend,
+    zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend="transformers",
                       revision=args.revision, image_size=args.image_size, config_overrides=args.config_overrides)
     arch = zoo.spec.architecture
     global_size, local_size = dino.scaled_sizes(zoo.image_size, arch.patch_size, args.local_crop_size)

@@ -107,13 +107,13 @@ def test_teacher_with_other_classes_fails_before_training(tiny_hub, tmp_path):
 
 def test_distilled_student_trains_with_frozen_cnn_teacher(tiny_hub, tmp_path, monkeypatch):
     teachers = []
-    original = distill.FrozenTeacher.__init__
+    original = deit_module.FrozenTeacher.__init__
 
     def keep(self, *args, **kwargs):
         original(self, *args, **kwargs)
         teachers.append(self)
 
-    monkeypatch.setattr(distill.FrozenTeacher, "__init__", keep)
+    monkeypatch.setattr(deit_module.FrozenTeacher, "__init__", keep)
     output = str(tmp_path / "run")
     results = distill.main(["--model", "deit-tiny-distilled", *TINY, "--teacher", "resnet18", "--teacher-scratch",
                             "--epochs", "1", "--output-dir", output])
@@ -143,7 +143,7 @@ def test_teacher_weights_unchanged(tiny_hub, tmp_path):
                 image_size=16, config_overrides=OVERRIDES).save_pretrained(teacher_dir)
     before = load_file(os.path.join(teacher_dir, "model.safetensors"))
     seen, snapshots = [], []
-    original = distill.FrozenTeacher.forward
+    original = deit_module.FrozenTeacher.forward
 
     def spy(self, pixels):
         if not snapshots:
@@ -152,12 +152,12 @@ def test_teacher_weights_unchanged(tiny_hub, tmp_path):
         seen.append(logits.requires_grad)
         return logits
 
-    distill.FrozenTeacher.forward = spy
+    deit_module.FrozenTeacher.forward = spy
     try:
         distill.main(["--model", "deit-tiny", *TINY, "--teacher", teacher_dir, "--distill-type", "soft", "--tau", "2",
                       "--epochs", "1", "--output-dir", str(tmp_path / "run")])
     finally:
-        distill.FrozenTeacher.forward = original
+        deit_module.FrozenTeacher.forward = original
     assert seen and not any(seen)
     model, start = snapshots[0]
     for key, value in model.state_dict().items():  # in memory, after every step

@@ -172,9 +172,9 @@ class DeiTArguments(DataArguments, ModelArguments, BackendArguments, TrainingArg
 
 
 @dataclass
-class DINOArguments(DataArguments, ModelArguments, BackendArguments, TrainingArguments, HubArguments):
-    """`vitzoo distill --method dino`: self-distillation of a backbone on unlabelled images (labels
-    only feed the k-NN monitor)."""
+class DINOArguments(DataArguments, ModelArguments, TrainingArguments, HubArguments):
+    """`vitzoo distill --method dino`: self-distillation of a transformers backbone (multi-crop needs
+    interpolated positions) on unlabelled images (labels only feed the k-NN monitor)."""
 
     method: str = arg("dino", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images", choices=["deit", "dino"])
     model: str = arg("dino-vits16", "registry name (see `vitzoo list`) or local model folder of a transformers ViT")

@@ -268,14 +268,13 @@ def save_model(
 
 
 class Throughput:
-    """Images per second between log points, and over the whole run, without per-step syncs."""
+    """Images per second between log points, without per-step syncs."""
 
     def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.images = self.images_since = 0
+        self.last = time.perf_counter()
+        self.images_since = 0
 
     def add(self, count: int) -> None:
-        self.images += count
         self.images_since += count
 
     def window(self) -> tuple[float, float]:
@@ -285,7 +284,3 @@ class Throughput:
         rate = self.images_since / seconds
         self.last, self.images_since = now, 0
         return rate, seconds
-
-    def total(self) -> tuple[float, float]:
-        elapsed = time.perf_counter() - self.start
-        return self.images / max(elapsed, 1e-9), elapsed

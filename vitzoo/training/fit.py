@@ -91,7 +91,8 @@ def fit(
         accelerator.init_trackers(f"vitzoo-{metadata['recipe']}", config={k: v for k, v in vars(args).items() if v is not None})
     state = TrainState()
     context = Context(accelerator=accelerator, run=run, plan=plan, state=state, preprocessing=zoo.spec.preprocessing,
-                      channels_last=args.channels_last, model=model, optimizer=optimizer)
+                      channels_last=args.channels_last, model=model, optimizer=optimizer, objective=objective,
+                      train_loader=train_loader, eval_loader=eval_loader)
     objective.setup(context)
 
     checkpoint = latest_checkpoint(args.output_dir) if args.resume == "auto" else args.resume

@@ -49,6 +49,9 @@ class Context:
     channels_last: bool = False
     model: torch.nn.Module | None = None  # as prepared by the accelerator (wrapped, compiled)
     optimizer: torch.optim.Optimizer | None = None
+    objective: Objective | None = None
+    train_loader: Any = None  # as prepared by the accelerator
+    eval_loader: Any = None
     loss: torch.Tensor | None = None  # the newest training loss, kept as a tensor (no sync per step)
 
     @property

@@ -1,0 +1,22 @@
+"""Tiny runs of every recipe and method, shared by the engine and flag tests."""
+
+from __future__ import annotations
+
+from vitzoo.recipes import distill, finetune, pretrain
+
+ARCH = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
+COMMON = ["--scratch", "--config-overrides", ARCH, "--image-size", "16", "--batch-size", "16", "--num-workers", "0",
+          "--max-train-samples", "64", "--max-eval-samples", "32", "--log-steps", "1"]
+# every recipe and method, tiny: (recipe module, its arguments)
+METHODS = {
+    "finetune": (finetune, ["--model", "deit-tiny", *COMMON]),
+    "deit": (distill, ["--method", "deit", "--model", "deit-tiny-distilled", *COMMON, "--teacher", "resnet18",
+                       "--teacher-scratch"]),
+    "dino": (distill, ["--method", "dino", "--model", "dino-vits16", *COMMON, "--out-dim", "32", "--head-hidden-dim",
+                       "32", "--head-bottleneck-dim", "16", "--local-crops", "2"]),
+    "mae": (pretrain, ["--method", "mae", "--model", "mae-base", *COMMON, "--decoder-hidden-size", "32",
+                       "--decoder-depth", "1", "--num-reconstructions", "0"]),
+    "beit": (pretrain, ["--method", "beit", "--model", "beit-base-pt22k", *COMMON, "--tokenizer-vocab-size", "16",
+                        "--tokenizer-images", "64", "--tokenizer-iterations", "3", "--num-reconstructions", "0"]),
+    "simmim": (pretrain, ["--method", "simmim", "--model", "vit-base-in21k", *COMMON, "--num-reconstructions", "0"]),
+}
