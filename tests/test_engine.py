@@ -241,3 +241,16 @@ def test_recipe_files_have_no_loop_of_their_own():
         text = open(os.path.join(root, name)).read()
         assert len(text.splitlines()) <= 150, name
         assert "for epoch" not in text and "backward(" not in text and "save_checkpoint" not in text, name
+
+
+def test_resume_without_the_state_a_flag_needs_is_a_clear_error(tmp_path):
+    """A checkpoint saved without --ema-decay cannot resume with it: the missing EMA is named, and
+    nothing is trained."""
+    import vitzoo
+
+    folder = str(tmp_path / "run")
+    argv = ["--model", "deit-tiny", *COMMON, "--epochs", "1", "--output-dir", folder]
+    finetune.main(argv)
+    with pytest.raises(vitzoo.BadInputError, match="has no saved ema.*--ema-decay"):
+        finetune.main([*argv, "--epochs", "2", "--ema-decay", "0.9", "--resume", "auto"])
+    assert json.load(open(os.path.join(folder, "results.json")))["steps"] == 4

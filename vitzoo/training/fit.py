@@ -25,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from vitzoo.errors import BadInputError
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.engine import (
     MODEL_DIR,
@@ -99,6 +100,14 @@ def fit(
     if checkpoint:
         state, tensors = load_checkpoint(accelerator, checkpoint)
         context.state = state
+        expected = set(_split(objective.state_dict(), OBJECTIVE_PREFIX)[1])
+        expected |= {EMA_PREFIX + key for key in ema.module.state_dict()} if ema is not None else set()
+        missing = sorted(expected - set(tensors))
+        if missing:
+            raise BadInputError(
+                f"{checkpoint} has no saved {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: it was written "
+                "by another method, without these flags (--ema-decay?) or by an older vitzoo. Resume with the run's own "
+                "arguments (--config OUTPUT_DIR/args.json), or start afresh in a new --output-dir")
         objective.load_state_dict({**state.extra, **_strip(tensors, OBJECTIVE_PREFIX)})
         if ema is not None:
             ema.module.load_state_dict(_strip(tensors, EMA_PREFIX))
