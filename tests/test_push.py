@@ -220,7 +220,7 @@ def test_self_supervised_encoder_without_results(tmp_path):
     card = check_card(export)  # no results.json: no model-index, no results section
     assert card.data.pipeline_tag == "image-feature-extraction" and "self-supervised" in card.data.tags
     assert card.data.base_model == spec.hub_id and card.data.license == spec.license
-    assert card.data.datasets is None and "local data (`my images`)" in card.text
+    assert card.data.datasets is None and "local data (<code>my images</code>)" in card.text
     assert "no classification head" in card.text and "## Hardware" not in card.text
 
     plain = transformers.AutoModel.from_pretrained(export).eval()
@@ -471,3 +471,21 @@ def test_timm_backend_model_folder(tmp_path):
     assert 'timm.create_model("hf-hub:someone/timm-deit", pretrained=True)' in card.text
     pixels = torch.randn(2, 3, 16, 16)
     assert torch.equal(vitzoo.load(export).logits(pixels), zoo.logits(pixels))
+
+
+def test_class_and_folder_names_cannot_inject_markup_into_the_card(tmp_path):
+    """A class folder or label with a newline, backticks or HTML stays inside its inline code in the
+    card: no heading, no raw script block, and the YAML header still parses."""
+    run = str(tmp_path / "run")
+    folder = str(tmp_path / "photos\n# Injected folder heading")
+    labels = ["cat\n# Injected heading", "<script>alert(1)</script>", "back`tick", "pipe|bar"]
+    save_model(run, "deit-tiny", {"recipe": "finetune", "dataset": folder, "pretrained": False}, labels=labels,
+               args={"dataset": folder, "model": "deit-tiny"})
+    export = str(tmp_path / "export")
+    assert cli(["push", run, "--repo-id", "someone/x", "--dry-run", "--export-dir", export]) == 0
+    text = open(os.path.join(export, "README.md")).read()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert not [line for line in text.splitlines() if line.lstrip().startswith("# Injected")]
+    assert "cat\\n# Injected heading" in text  # the newline shown as an escape, inside the code span
+    card = ModelCard.load(os.path.join(export, "README.md"))
+    assert "vitzoo" in card.data.tags

@@ -6,6 +6,8 @@ instead of a traceback from inside a dependency.
 
 from __future__ import annotations
 
+import re
+
 
 class VitzooError(Exception):
     """Base class: an error whose message is meant for the user, not a bug report."""
@@ -24,3 +26,12 @@ class WeightsNotFoundError(VitzooError, OSError):
 
 class BadInputError(VitzooError, ValueError):
     """An argument or an input (image, path, option) that cannot be used as given."""
+
+
+_TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9_\-]{4,}")
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with anything that looks like a Hugging Face token (hf_...) replaced, for messages that
+    echo what a user typed."""
+    return _TOKEN_LIKE.sub("<redacted>", text)

@@ -14,6 +14,7 @@ The token comes from `HF_TOKEN` or `hf auth login` and is never printed, saved o
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import os
 import re
@@ -449,8 +450,8 @@ def describe_dataset(name: str | None) -> dict[str, Any]:
             "kind": "local",
             "hub_id": None,
             "type": "local",
-            "name": f"local data ({label})",
-            "text": f"local data (`{label}`), not published on the Hub",
+            "name": f"local data ({_plain(label)})",
+            "text": f"local data ({_code(label)}), not published on the Hub",
         }
     return {
         "kind": "hub",
@@ -608,12 +609,28 @@ def _preprocessing_text(spec: registry.ModelSpec | None) -> str:
     return f"{size} ({prep.interpolation}){crop}, normalised with {norm} (`preprocessor_config.json`)"
 
 
+def _printable(text: Any) -> str:
+    """User text on one line: control characters (newlines included) written as escapes."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
+
+
+def _code(text: Any) -> str:
+    """A class or folder name as inline code in the card: no newline, backtick or HTML in it can end
+    the span, start a heading or inject markup."""
+    return "<code>" + html.escape(_printable(text)).replace("`", "&#96;").replace("|", "&#124;") + "</code>"
+
+
+def _plain(text: Any) -> str:
+    """User text in the card's prose: one line, HTML and Markdown punctuation escaped."""
+    return re.sub(r"([\\`*_\[\]<>#|!])", r"\\\1", html.escape(_printable(text), quote=False))
+
+
 def _labels_text(config: Mapping[str, Any]) -> tuple[int, str]:
     labels = config.get("id2label") or {}
     names = [labels[k] for k in sorted(labels, key=lambda k: int(k))]
     if not names:
         return 0, ""
-    shown = ", ".join(f"`{n}`" for n in names[:20])
+    shown = ", ".join(_code(n) for n in names[:20])
     return len(names), shown + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
 
 

@@ -68,6 +68,9 @@ class _Source:
 
 def _folder_source(path: str, backend: str | None) -> _Source:
     config_path = os.path.join(path, "config.json")
+    run_model = os.path.join(path, "model")
+    if not os.path.isfile(config_path) and os.path.isfile(os.path.join(run_model, "config.json")):
+        path, config_path = run_model, os.path.join(run_model, "config.json")  # a run folder: its model/
     if not os.path.isfile(config_path):
         raise BadInputError(
             f"{path} has no config.json, so it is not a saved model folder. "

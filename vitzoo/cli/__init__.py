@@ -12,11 +12,18 @@ import pkgutil
 import sys
 
 from vitzoo import __version__
-from vitzoo.errors import VitzooError
+from vitzoo.errors import VitzooError, redact_tokens
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but its error messages never echo a token a user typed (`--hub-token hf_...`)."""
+
+    def error(self, message: str):
+        super().error(redact_tokens(message))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="vitzoo",
         description="The vision-transformer family (ViT, DeiT, BEiT, DINO, MAE, DINOv2) as one zoo "
         "over transformers and timm. `vitzoo COMMAND --help` explains each command.",
@@ -42,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             recipe.main(argv[1:])
         except VitzooError as error:
-            print(f"vitzoo {argv[0]}: error: {error}", file=sys.stderr)
+            print(f"vitzoo {argv[0]}: error: {redact_tokens(str(error))}", file=sys.stderr)
             return 2
         return 0
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except VitzooError as error:
-        print(f"vitzoo {args.command}: error: {error}", file=sys.stderr)
+        print(f"vitzoo {args.command}: error: {redact_tokens(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vitzoo {args.command}: interrupted", file=sys.stderr)

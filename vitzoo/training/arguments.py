@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from transformers import HfArgumentParser
 
-from vitzoo.errors import BadInputError
+from vitzoo.errors import BadInputError, redact_tokens
 
 if TYPE_CHECKING:
     from vitzoo.data import Splits
@@ -109,7 +109,8 @@ class TrainingArguments:
     eval_steps: int | None = arg(None, "evaluate every this many updates as well as at each epoch end")
     checkpoint_steps: int | None = arg(None, "save a resumable checkpoint every this many updates (always at each epoch end)")
     keep_checkpoints: int = arg(2, "how many of the newest checkpoints to keep")
-    resume: str | None = arg(None, "'auto': continue from the newest checkpoint in --output-dir; or a checkpoint folder")
+    resume: str | None = arg(None, "'auto': continue from the newest intact checkpoint in --output-dir; or a checkpoint folder")
+    overwrite: bool = arg(False, "clear the run files of another run in --output-dir before starting (without it, a folder that holds a run is refused)")
     report_to: str | None = arg(None, "also log to these Accelerate trackers (tensorboard: event files under OUTPUT_DIR/logs)", choices=["tensorboard", "wandb", "mlflow"])
     compile: bool = arg(False, "torch.compile the model")
     channels_last: bool = arg(False, "channels-last memory format for the input images and patch embedding")
@@ -259,6 +260,13 @@ RECIPES: dict[str, dict[str | None, type]] = {
 DEFAULT_METHOD = {"distill": "deit", "pretrain": "mae"}
 
 
+class _Parser(HfArgumentParser):
+    """A recipe's parser: its error messages never echo a token a user typed."""
+
+    def error(self, message: str):
+        super().error(redact_tokens(message))
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults after each flag's help, and the description's examples kept line by line."""
 
@@ -281,7 +289,7 @@ def build_parser(recipe: str, method: str | None = None, description: str | None
     methods = [m for m in RECIPES[recipe] if m]
     others = f"\n\nThe flags depend on --method ({', '.join(methods)}): `vitzoo {recipe} --method M --help` lists them." if methods else ""
     # no abbreviations: `--teacher` must not silently become DINO's `--teacher-temp`
-    parser = HfArgumentParser(cls, prog=f"vitzoo {recipe}", description=(description or cls.__doc__ or "") + others,
+    parser = _Parser(cls, prog=f"vitzoo {recipe}", description=(description or cls.__doc__ or "") + others,
                               formatter_class=_HelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (flags given here override it)")
     return parser
@@ -344,6 +352,44 @@ def parse(recipe: str, argv: list[str] | None = None, description: str | None = 
         parser.set_defaults(**data)
         known = parser.parse_args(argv)
     return cls(**{f.name: getattr(known, f.name) for f in dataclasses.fields(cls)})
+
+
+# value checks, by field name, for whichever of these fields a method has (None: not given)
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_steps", "eval_steps",
+            "checkpoint_steps", "max_train_samples", "max_eval_samples", "image_size", "out_dim", "head_hidden_dim",
+            "head_bottleneck_dim", "tokenizer_images", "tokenizer_iterations", "decoder_hidden_size", "decoder_depth",
+            "min_block_patches", "mask_patch_size", "local_crop_size", "tau", "teacher_temp", "warmup_teacher_temp",
+            "student_temp")
+NON_NEGATIVE = ("learning_rate", "min_learning_rate", "weight_decay", "max_grad_norm", "keep_checkpoints", "num_workers",
+                "mixup", "cutmix", "blr", "weight_decay_end", "freeze_last_layer", "local_crops",
+                "warmup_teacher_temp_epochs", "num_reconstructions")
+RANGES = {  # (low, high, low included, high included)
+    "warmup_ratio": (0, 1, True, False), "val_fraction": (0, 1, False, False), "label_smoothing": (0, 1, True, False),
+    "hflip": (0, 1, True, True), "crop_scale": (0, 1, False, True), "alpha": (0, 1, True, True),
+    "layer_decay": (0, 1, False, True), "ema_decay": (0, 1, False, False), "momentum_teacher": (0, 1, True, True),
+    "center_momentum": (0, 1, True, True), "mask_ratio": (0, 1, False, False),
+}
+
+
+def check_arguments(args: Any) -> None:
+    """Refuse out-of-range values before anything runs, naming the flag and what it accepts."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+
+    def refuse(name: str, accepted: str) -> BadInputError:
+        return BadInputError(f"--{name.replace('_', '-')} must be {accepted}, got {values[name]!r}")
+
+    for name in POSITIVE:
+        if values.get(name) is not None and not values[name] > 0:
+            raise refuse(name, "positive")
+    for name in NON_NEGATIVE:
+        if values.get(name) is not None and not values[name] >= 0:
+            raise refuse(name, "0 or more")
+    for name, (low, high, low_in, high_in) in RANGES.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if not ((value >= low if low_in else value > low) and (value <= high if high_in else value < high)):
+            raise refuse(name, f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}")
 
 
 def read_config_file(path: str) -> dict[str, Any]:

@@ -1,31 +1,58 @@
-"""Checkpoints that survive crashes, and finding the newest one to resume from.
+"""Checkpoints that survive crashes, hold no pickles, and say when they are broken.
 
-A checkpoint is Accelerate's training state (model, optimizer, RNG of every process) plus
-vitzoo's own state, never pickled: `trainer_state.json` (epoch, step, batches done in the epoch,
-the best evaluation with all its metrics, the objective's plain values) and `extra_state.safetensors`
-(tensors such as the EMA weights or DINO's teacher and centre). The learning-rate schedule is a
-function of the step, so it needs no state of its own. A checkpoint is written into a scratch
-folder and renamed into place, so a crash while saving leaves the previous checkpoints untouched;
-only the newest `keep` are kept.
+A checkpoint folder `checkpoints/step-NNNNNNNN/` holds only safetensors and JSON, so resuming one
+never runs code from it (Accelerate's own `save_state` pickles RNG states and registered objects):
+
+- `model.safetensors`: the model's weights (the unwrapped model, as every process holds them);
+- `optimizer.safetensors` + `optimizer.json`: the optimizer's tensors and its groups;
+- `rng-<rank>.json` + `rng-<rank>.safetensors`: Python's, NumPy's and torch's generators of each process;
+- `extra_state.safetensors`: tensors such as the EMA weights or DINO's teacher and centre;
+- `trainer_state.json`: epoch, step, batches done in the epoch, the best evaluation with all its
+  metrics, the objective's plain values, and what model the checkpoint belongs to;
+- `manifest.json`, written last: every other file's size and SHA-256.
+
+The learning-rate schedule is a function of the step and needs no state. A checkpoint is written
+into a scratch folder and renamed into place, so a crash or a full disk while saving leaves the
+previous checkpoints untouched (and the scratch folder is removed); only the newest `keep` are kept.
+`--resume auto` takes the newest checkpoint whose files match its manifest, saying which it skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import os
+import random
 import re
 import shutil
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from vitzoo.errors import BadInputError, VitzooError
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 TENSORS_FILE = "extra_state.safetensors"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_TENSORS, OPTIMIZER_GROUPS = "optimizer.safetensors", "optimizer.json"
+MANIFEST = "manifest.json"
 NAME = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(BadInputError):
+    """A checkpoint that cannot be resumed: broken, or made for another model."""
+
+
+class DiskFullError(VitzooError):
+    """The disk filled up while saving; the previous checkpoint is intact."""
 
 
 @dataclasses.dataclass
@@ -40,6 +67,7 @@ class TrainState:
     train_seconds: float = 0.0  # wall time of the training loop, across resumes
     last_eval_step: int | None = None  # the step of the newest evaluation (none twice at one step)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # the objective's plain values
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the checkpoint's weights are
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -51,7 +79,7 @@ class TrainState:
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
-    """Complete checkpoints in `output_dir`, oldest first (scratch folders are ignored)."""
+    """Checkpoints in `output_dir` that were completed (scratch folders are ignored), oldest first."""
     folder = os.path.join(output_dir, CHECKPOINTS)
     if not os.path.isdir(folder):
         return []
@@ -64,31 +92,96 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [path for _, path in sorted(found)]
 
 
-def latest_checkpoint(output_dir: str) -> str | None:
-    found = list_checkpoints(output_dir)
-    return found[-1] if found else None
+def latest_checkpoint(output_dir: str, *, report: bool = True) -> str | None:
+    """The newest checkpoint whose files match its manifest; broken newer ones are named and skipped."""
+    for path in reversed(list_checkpoints(output_dir)):
+        problem = verify(path)
+        if problem is None:
+            return path
+        if report:
+            warnings.warn(f"skipping the broken checkpoint {path}: {problem}", stacklevel=2)
+    return None
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: str) -> str | None:
+    """None when every file of the checkpoint at `path` matches its manifest, else what is wrong."""
+    try:
+        with open(os.path.join(path, MANIFEST)) as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        return "it has no manifest.json (an unfinished save, or written by an older vitzoo)"
+    except (OSError, ValueError) as error:
+        return f"its manifest.json is unreadable ({error})"
+    for name, expected in manifest.get("files", {}).items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return f"{name} is missing"
+        if os.path.getsize(file) != expected["size"]:
+            return f"{name} has {os.path.getsize(file)} bytes, the manifest says {expected['size']} (truncated?)"
+        if _sha256(file) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+# --------------------------------------------------------------------------- saving
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str, state: TrainState, keep: int, tensors: dict[str, torch.Tensor] | None = None
+    accelerator: Accelerator,
+    output_dir: str,
+    state: TrainState,
+    keep: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> str:
     """Save the full training state at `state.step`; every process must call this. `tensors` (the
     same on every process) go to `extra_state.safetensors`."""
     folder = os.path.join(output_dir, CHECKPOINTS)
     final = os.path.join(folder, f"step-{state.step:08d}")
     scratch = os.path.join(folder, f".tmp-step-{state.step:08d}")
-    if accelerator.is_main_process:
-        shutil.rmtree(scratch, ignore_errors=True)
-        os.makedirs(scratch)
+    failure = torch.zeros(1, device=accelerator.device)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(scratch, ignore_errors=True)
+            os.makedirs(scratch)
+        accelerator.wait_for_everyone()
+        _save_rng(scratch, accelerator.process_index)
+        if accelerator.is_main_process:
+            weights = accelerator.unwrap_model(model, keep_torch_compile=False).state_dict()
+            save_file(_contiguous(weights), os.path.join(scratch, MODEL_FILE))
+            _save_optimizer(optimizer, scratch)
+            if tensors:
+                save_file(_contiguous(tensors), os.path.join(scratch, TENSORS_FILE))
+            with open(os.path.join(scratch, STATE_FILE), "w") as handle:
+                json.dump(state.to_dict(), handle, indent=2)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        if not _disk_full(error):
+            raise
+        failure[0] = 1
+    if float(accelerator.reduce(failure, reduction="sum")[0]):
+        if accelerator.is_main_process:
+            shutil.rmtree(scratch, ignore_errors=True)
+        previous = list_checkpoints(output_dir)
+        kept = f"; the previous checkpoint {previous[-1]} is intact" if previous else ""
+        raise DiskFullError(f"no space left on device in {folder} while saving step {state.step}: the partial "
+                            f"checkpoint was removed{kept}. Free some space and resume with --resume auto")
     accelerator.wait_for_everyone()
-    accelerator.save_state(scratch, safe_serialization=True)
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if tensors:
-            save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
-                      os.path.join(scratch, TENSORS_FILE))
-        with open(os.path.join(scratch, STATE_FILE), "w") as handle:
-            json.dump(state.to_dict(), handle, indent=2)
+        files = sorted(name for name in os.listdir(scratch) if name != MANIFEST)
+        manifest = {"files": {name: {"size": os.path.getsize(os.path.join(scratch, name)),
+                                     "sha256": _sha256(os.path.join(scratch, name))} for name in files}}
+        with open(os.path.join(scratch, MANIFEST), "w") as handle:
+            json.dump(manifest, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(scratch, final)
@@ -98,12 +191,119 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, path: str) -> tuple[TrainState, dict[str, torch.Tensor]]:
-    """Restore what `save_checkpoint` saved through Accelerate; returns where training stood and
-    the extra tensors (on the CPU) for their owners to take back."""
-    accelerator.load_state(path)
-    with open(os.path.join(path, STATE_FILE)) as handle:
-        state = TrainState.from_dict(json.load(handle))
-    tensors_file = os.path.join(path, TENSORS_FILE)
-    tensors = load_file(tensors_file) if os.path.isfile(tensors_file) else {}
+def _disk_full(error: BaseException) -> bool:
+    """Whether `error` says the disk (or the quota) is full: an OSError, or the text torch's and
+    safetensors' writers turn it into."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(sign in str(error) for sign in ("No space left", "StorageFull", "code: 28", "unexpected pos"))
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous CPU tensors that share no memory
+    return {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+
+
+def _save_optimizer(optimizer: torch.optim.Optimizer, folder: str) -> None:
+    saved = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for index, values in saved["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value
+            else:
+                plain[f"{index}.{name}"] = value
+    if tensors:
+        save_file(_contiguous(tensors), os.path.join(folder, OPTIMIZER_TENSORS))
+    with open(os.path.join(folder, OPTIMIZER_GROUPS), "w") as handle:
+        json.dump({"param_groups": saved["param_groups"], "state": plain}, handle)
+
+
+def _save_rng(folder: str, rank: int) -> None:
+    version, internal, gauss = random.getstate()
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    with open(os.path.join(folder, f"rng-{rank}.json"), "w") as handle:
+        json.dump({"python": [version, list(internal), gauss],
+                   "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)]}, handle)
+    generators = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        generators.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(generators, os.path.join(folder, f"rng-{rank}.safetensors"))
+
+
+# --------------------------------------------------------------------------- loading
+def load_checkpoint(
+    accelerator: Accelerator,
+    path: str,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    describe: dict[str, Any] | None = None,
+) -> tuple[TrainState, dict[str, torch.Tensor]]:
+    """Restore what `save_checkpoint` saved into `model`, `optimizer` and every random generator;
+    returns where training stood and the extra tensors (on the CPU) for their owners to take back.
+    `describe` says what this run builds, for the message when the checkpoint is another model's."""
+    if not os.path.isdir(path):
+        raise CheckpointError(f"--resume {path}: no such checkpoint folder (use --resume auto for the newest in --output-dir)")
+    problem = verify(path)
+    if problem is not None:
+        raise CheckpointError(f"cannot resume from {path}: {problem}. Pass an intact checkpoint, or --resume auto "
+                              "to take the newest intact one")
+    try:
+        with open(os.path.join(path, STATE_FILE)) as handle:
+            state = TrainState.from_dict(json.load(handle))
+        weights = load_file(os.path.join(path, MODEL_FILE))
+        target = accelerator.unwrap_model(model, keep_torch_compile=False)
+        _check_same_model(path, state.model, describe, weights, target.state_dict())
+        target.load_state_dict(weights)
+        _load_optimizer(optimizer, path)
+        _load_rng(path, accelerator.process_index)
+        tensors_file = os.path.join(path, TENSORS_FILE)
+        tensors = load_file(tensors_file) if os.path.isfile(tensors_file) else {}
+    except (OSError, ValueError, SafetensorError) as error:
+        raise CheckpointError(f"cannot resume from {path}: {error}") from None
     return state, tensors
+
+
+def _check_same_model(path: str, saved: dict[str, Any], current: dict[str, Any] | None, weights: dict[str, torch.Tensor],
+                      expected: dict[str, torch.Tensor]) -> None:
+    mismatched = sorted(set(weights) ^ set(expected)) or sorted(
+        key for key in weights if tuple(weights[key].shape) != tuple(expected[key].shape))
+    if not mismatched:
+        return
+
+    def text(description: dict[str, Any] | None) -> str:
+        if not description:
+            return "another model"
+        return (f"{description.get('name')} (hidden {description.get('hidden_size')}, depth {description.get('depth')}, "
+                f"{description.get('num_classes')} classes)")
+
+    raise CheckpointError(f"the checkpoint {path} is for {text(saved)}, this run builds {text(current)} "
+                          f"({len(mismatched)} weights differ, e.g. {mismatched[0]}). Resume with the run's own arguments "
+                          "(--config OUTPUT_DIR/args.json) or start in a new --output-dir")
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, path: str) -> None:
+    with open(os.path.join(path, OPTIMIZER_GROUPS)) as handle:
+        saved = json.load(handle)
+    tensors_file = os.path.join(path, OPTIMIZER_TENSORS)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in [*(load_file(tensors_file).items() if os.path.isfile(tensors_file) else []), *saved["state"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [{**group, "betas": tuple(group["betas"])} if "betas" in group else group for group in saved["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _load_rng(path: str, rank: int) -> None:
+    with open(os.path.join(path, f"rng-{rank}.json")) as handle:
+        saved = json.load(handle)
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    generators = load_file(os.path.join(path, f"rng-{rank}.safetensors"))
+    torch.set_rng_state(generators["torch"])
+    cuda = [generators[key] for key in sorted(k for k in generators if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

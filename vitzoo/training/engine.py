@@ -93,14 +93,18 @@ def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunF
     everything, open the run folder."""
     from accelerate.utils import set_seed
 
+    from vitzoo.training.arguments import check_arguments
+
+    check_arguments(args)
     if args.push_to_hub:
         from vitzoo.publish import check_push
 
         check_push(args.hub_model_id)
     accelerator = make_accelerator(args)
+    run = RunFolder(args.output_dir, accelerator, resume=args.resume, overwrite=args.overwrite)
     banner(name, modes, accelerator)
     set_seed(args.seed)
-    return accelerator, RunFolder(args.output_dir, accelerator)
+    return accelerator, run
 
 
 def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
@@ -117,14 +121,85 @@ def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
 class RunFolder:
     """The run-folder contract: args.json, metrics.jsonl, results.json, checkpoints/, model/.
 
-    Only the main process writes; metrics.jsonl gets one JSON object per event, flushed at once.
+    One run per folder: a folder that holds another run is refused unless the run resumes it
+    (`resume`) or clears it (`overwrite`), and a running run holds `.vitzoo.lock` (its pid and
+    host) so that a second one started on the same folder is refused at once; a lock left by a
+    process that is gone is taken over. Only the main process writes; metrics.jsonl gets one JSON
+    object per event, flushed at once.
     """
 
-    def __init__(self, output_dir: str, accelerator: Accelerator) -> None:
+    RUN_FILES = ("args.json", "metrics.jsonl", "results.json", "checkpoints", MODEL_DIR)
+    CLEARED = (*RUN_FILES, "logs", "tokenizer", "reconstructions.png", "dino_curves.png")
+    LOCK = ".vitzoo.lock"
+
+    def __init__(self, output_dir: str, accelerator: Accelerator, *, resume: str | None = None,
+                 overwrite: bool = False) -> None:
         self.path = output_dir
         self.accelerator = accelerator
+        self.locked = False
         if accelerator.is_main_process:
-            os.makedirs(output_dir, exist_ok=True)
+            self._claim(resume, overwrite)
+
+    def _claim(self, resume: str | None, overwrite: bool) -> None:
+        import shutil
+
+        path = self.path
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise BadInputError(f"--output-dir {path} is a file, not a folder; choose a folder")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise BadInputError(f"--output-dir {path} cannot be created: {error.strerror}; choose another folder") from None
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise BadInputError(f"--output-dir {path} is not writable; choose another folder")
+        self._lock()
+        found = [name for name in self.RUN_FILES if os.path.exists(self.file(name))]
+        if found and overwrite:
+            for name in self.CLEARED:
+                target = self.file(name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.exists(target):
+                    os.remove(target)
+        elif found and resume is None:
+            self.release()
+            raise BadInputError(f"--output-dir {path} holds another run ({', '.join(found)}); continue it with --resume auto, "
+                                "replace it with --overwrite, or choose another folder")
+
+    def _lock(self) -> None:
+        import socket
+
+        lock, host = self.file(self.LOCK), socket.gethostname()
+        for _ in range(2):
+            try:
+                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = _read_lock(lock)
+                if holder.get("host") == host and (holder.get("pid") == os.getpid() or not _alive(holder.get("pid"))):
+                    os.remove(lock)  # left by a run that is gone (or by an earlier run of this process)
+                    continue
+                raise BadInputError(f"--output-dir {self.path} is in use by another run (pid {holder.get('pid')} on "
+                                    f"{holder.get('host')}, since {holder.get('started')}); wait for it, or choose another "
+                                    f"folder (if that run is gone, delete {lock})") from None
+            except OSError as error:
+                raise BadInputError(f"--output-dir {self.path} is not writable ({error.strerror}); choose another folder") from None
+            with os.fdopen(handle, "w") as file:
+                json.dump({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, file)
+            self.locked = True
+            import atexit
+
+            atexit.register(self.release)
+            return
+
+    def release(self) -> None:
+        """Give the folder up (the end of the run, or the process)."""
+        if self.locked:
+            self.locked = False
+            try:
+                if _read_lock(self.file(self.LOCK)).get("pid") == os.getpid():
+                    os.remove(self.file(self.LOCK))
+            except OSError:
+                pass
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -152,6 +227,27 @@ class RunFolder:
     def save_results(self, results: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
             atomic_write_json(self.file("results.json"), results)
+
+
+def _read_lock(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def environment() -> dict[str, Any]:

@@ -97,8 +97,9 @@ def fit(
     objective.setup(context)
 
     checkpoint = latest_checkpoint(args.output_dir) if args.resume == "auto" else args.resume
+    about_model = describe_model(zoo)
     if checkpoint:
-        state, tensors = load_checkpoint(accelerator, checkpoint)
+        state, tensors = load_checkpoint(accelerator, checkpoint, model=model, optimizer=optimizer, describe=about_model)
         context.state = state
         expected = set(_split(objective.state_dict(), OBJECTIVE_PREFIX)[1])
         expected |= {EMA_PREFIX + key for key in ema.module.state_dict()} if ema is not None else set()
@@ -141,7 +142,9 @@ def fit(
         state.extra, tensors = _split(objective.state_dict(), OBJECTIVE_PREFIX)
         if ema is not None:
             tensors.update({EMA_PREFIX + key: value for key, value in ema.module.state_dict().items()})
-        path = save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, tensors)
+        state.model = about_model
+        path = save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, model=model, optimizer=optimizer,
+                               tensors=tensors)
         for callback in callbacks:
             callback.on_checkpoint(context, path)
 
@@ -231,11 +234,19 @@ def fit(
         push_run(args.output_dir, args.hub_model_id, private=args.hub_private, revision=args.hub_revision)
     if args.report_to:
         accelerator.end_training()
+    run.release()
     for callback in callbacks:
         callback.on_end(context, results)
     if accelerator.is_main_process:
         print(f"done: {objective.summary(results, run.file(MODEL_DIR))}", flush=True)
     return results
+
+
+def describe_model(zoo: ZooModel) -> dict[str, Any]:
+    """What a checkpoint's weights are, for the message when a run resumes another model's."""
+    architecture = zoo.spec.architecture
+    return {"name": zoo.spec.name, "hidden_size": getattr(architecture, "hidden_size", None),
+            "depth": getattr(architecture, "depth", None), "num_classes": len(zoo.id2label) if zoo.id2label else None}
 
 
 def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
