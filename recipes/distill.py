@@ -93,7 +93,7 @@ def train_deit(args: DeiTArguments, callbacks: Sequence[Callback] = ()) -> dict:
     metadata = {"recipe": "distill", "method": "deit", "teacher": args.teacher, "distill_type": args.distill_type,
                 "distillation_token": token}
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
-                  train_loader=train_loader, eval_loader=eval_loader, data=splits.summary(), metadata=metadata,
+                  train_loader=train_loader, eval_loader=eval_loader, splits=splits, metadata=metadata,
                   callbacks=callbacks, description="distilling")
 
 
@@ -136,7 +136,7 @@ def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
         eval_batch_size=args.eval_batch_size or 2 * args.batch_size,
     )
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=student, objective=objective,
-                  train_loader=train_loader, data=splits.summary(), metadata={"recipe": "distill", "method": "dino"},
+                  train_loader=train_loader, splits=splits, metadata={"recipe": "distill", "method": "dino"},
                   callbacks=callbacks, description="DINO")
 
 

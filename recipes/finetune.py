@@ -80,7 +80,7 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
 
     # ---- the shared loop: resume, accumulation, evaluation, checkpoints, results.json, push
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
-                  train_loader=train_loader, eval_loader=eval_loader, data=splits.summary(),
+                  train_loader=train_loader, eval_loader=eval_loader, splits=splits,
                   metadata={"recipe": "finetune"}, callbacks=callbacks, description="training")
 
 

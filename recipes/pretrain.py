@@ -84,7 +84,7 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
     accelerator.print(f"learning rate {learning_rate:.3g} (total batch {total_batch})")
     metadata = {"recipe": "pretrain", "method": args.method, "mask_ratio": args.mask_ratio, "learning_rate": learning_rate}
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
-                  train_loader=train_loader, eval_loader=eval_loader, data=splits.summary(), metadata=metadata,
+                  train_loader=train_loader, eval_loader=eval_loader, splits=splits, metadata=metadata,
                   learning_rate=learning_rate, betas=(0.9, 0.95), callbacks=callbacks, description="pretraining")
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from recipe_runs import COMMON
@@ -224,3 +225,163 @@ def test_a_run_folder_loads_as_its_model(tmp_path):
     from_run, from_model = vitzoo.load(folder), vitzoo.load(os.path.join(folder, "model"))
     assert torch.equal(from_run.logits(pixels), from_model.logits(pixels))
     assert cli(["predict", folder, str(tmp_path / "missing.png")]) == 2  # the run loads; the image is what fails
+
+
+# --------------------------------------------------------------------------- data
+def write_images(folder, count, value=0, size=(8, 8)):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        Image.new("RGB", size, (value + index, 0, 0)).save(folder / f"{index}.png")
+
+
+def test_links_are_not_followed_into_other_classes_and_no_file_counts_twice(tmp_path):
+    from vitzoo.data import load_splits
+
+    root = tmp_path / "data"
+    write_images(root / "a", 2, value=10)
+    write_images(root / "b", 2, value=100)
+    (root / "a" / "up").symlink_to("..", target_is_directory=True)  # a loop back over every class
+    (root / "b" / "copy.png").symlink_to(root / "a" / "0.png")  # one file under two names
+    splits = load_splits(str(root), seed=0, val_fraction=0.5)
+    assert len(splits.train) + len(splits.eval) == 4 and splits.num_classes == 2
+    firsts = sorted(int(item[0][0, 0, 0]) for split in (splits.train, splits.eval) for item in split)
+    assert firsts == [10, 11, 100, 101]
+
+
+def test_the_label_set_comes_from_the_training_split(tmp_path):
+    from vitzoo.data import load_splits
+
+    root = tmp_path / "data"
+    write_images(root / "train" / "cat", 3)
+    write_images(root / "train" / "dog", 3)
+    (root / "train" / "empty").mkdir()
+    write_images(root / "test" / "cat", 2)
+    with pytest.warns(UserWarning, match="empty hold no images"):
+        splits = load_splits(str(root), seed=0, eval_split="test")
+    assert splits.id2label == {0: "cat", 1: "dog"} and len(splits.eval) == 2
+    write_images(root / "test" / "bird", 2)
+    with pytest.raises(Exception, match="'test' split has class folder\\(s\\) bird that the training split"):
+        load_splits(str(root), seed=0, eval_split="test")
+
+
+def test_exif_orientation_is_applied_and_huge_images_are_refused(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from vitzoo.errors import BadInputError
+    from vitzoo.images import open_image
+
+    array = np.zeros((20, 10, 3), np.uint8)
+    array[:5] = 255  # a white band at the top of a 10 wide, 20 high picture
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to view
+    image.save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    upright = np.asarray(open_image(tmp_path / "portrait.jpg"))
+    assert upright.shape == (10, 20, 3) and upright[:, -5:].mean() > 200 and upright[:, :5].mean() < 50
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("RGB", (64, 64)).save(tmp_path / "huge.png")
+    with pytest.raises(BadInputError, match="too large to decode safely"):
+        open_image(tmp_path / "huge.png")
+
+
+def test_the_done_line_counts_skipped_files(tmp_path, capsys):
+    root = tmp_path / "data"
+    for name in ("a", "b"):
+        write_images(root / name, 20, size=(16, 16))
+    (root / "a" / "broken.png").write_bytes(b"not an image at all")
+    finetune.main(["--model", "deit-tiny", *COMMON[:7], "--dataset", str(root), "--batch-size", "8", "--epochs", "1",
+                   "--val-fraction", "0.2", "--output-dir", str(tmp_path / "run")])
+    done = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done:")]
+    assert done and done[0].endswith("; 1 unreadable image file(s) skipped")
+
+
+# --------------------------------------------------------------------------- the Python API
+TINY_ZOO = dict(pretrained=False, num_labels=3, image_size=16, config_overrides=COMMON[2])
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"image_size": 0}, "image_size must be a positive"),
+    ({"image_size": -16}, "image_size must be a positive"),
+    ({"config_overrides": {**dict(item.split("=") for item in COMMON[2].split(",")), "patch_size": 0}},
+     "patch_size=0 must be at least 1"),
+    ({"device": "no-such-device"}, "unknown device"),
+])
+def test_bad_load_arguments_name_themselves(kwargs, named):
+    import vitzoo
+
+    with pytest.raises(vitzoo.BadInputError, match=named):
+        vitzoo.load("deit-tiny", **{**TINY_ZOO, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_asked_for_on_a_machine_without_one():
+    import vitzoo
+
+    with pytest.raises(vitzoo.BadInputError, match="sees no CUDA GPU"):
+        vitzoo.load("deit-tiny", **TINY_ZOO, device="cuda")
+
+
+def test_predict_checks_its_arguments_and_float_pixels():
+    import vitzoo
+
+    zoo = vitzoo.load("deit-tiny", **TINY_ZOO)
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    with pytest.raises(vitzoo.BadInputError, match="top_k must be a positive"):
+        zoo.predict(images, top_k=-1)
+    with pytest.raises(vitzoo.BadInputError, match="batch_size must be a positive"):
+        zoo.embed(images, batch_size=0)
+    with pytest.raises(vitzoo.BadInputError, match="pass uint8 images"):
+        zoo.predict(images.float())  # 0..255 floats are not normalised pixels
+    assert len(zoo.predict(zoo.preprocess(list(images)))) == 3  # normalised floats are
+
+
+def test_predict_embed_and_attention_go_in_batches_with_the_same_results():
+    import vitzoo
+
+    zoo = vitzoo.load("deit-tiny", **TINY_ZOO)
+    frames = [np.random.default_rng(i).integers(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(70)]
+    sizes = []
+    preprocess = zoo.preprocess
+    zoo.preprocess = lambda images: (sizes.append(len(images)), preprocess(images))[1]
+    one_go = zoo.embed(frames, batch_size=70)
+    sizes.clear()
+    batched = zoo.embed(frames, batch_size=32)
+    assert sizes == [32, 32, 6]
+    torch.testing.assert_close(batched, one_go, rtol=1e-5, atol=1e-5)
+    assert [p[0]["index"] for p in zoo.predict(frames, batch_size=7)] == [p[0]["index"] for p in zoo.predict(frames)]
+    assert zoo.attention_maps(frames, batch_size=16).shape == (70, 2, 4, 4)
+
+
+def test_predict_memory_stays_flat_in_the_number_of_images(tmp_path):
+    """2,048 frames at 224 px: the peak memory of a process predicting them all is within a bound of
+    one predicting 256 (without batches the difference would be about 1.2 GB of float pixels)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "peak.py"
+    script.write_text('''
+import resource, sys
+import numpy as np, torch
+import vitzoo
+torch.set_num_threads(1)
+zoo = vitzoo.load("deit-tiny", pretrained=False, num_labels=3, image_size=224,
+                  config_overrides="hidden_size=16,num_hidden_layers=1,num_attention_heads=1,intermediate_size=16")
+frames = [np.full((64, 64, 3), i % 256, np.uint8) for i in range(int(sys.argv[1]))]
+assert len(zoo.predict(frames)) == len(frames)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+''')
+    peaks = {}
+    for count in (256, 2048):
+        done = subprocess.run([sys.executable, str(script), str(count)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        peaks[count] = int(done.stdout.split()[-1]) / 1024  # MiB
+    frames_mib = (2048 - 256) * 64 * 64 * 3 / 2**20  # the extra input frames themselves: 21 MiB
+    assert peaks[2048] - peaks[256] < frames_mib + 100, peaks
+
+
+def test_cli_predict_batch_size_zero(capsys, tmp_path):
+    err = one_line_error(capsys, ["predict", "deit-tiny", "--scratch", str(tmp_path / "x.png"), "--batch-size", "0"])
+    assert "--batch-size must be a positive integer, got 0" in err

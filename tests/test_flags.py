@@ -150,6 +150,7 @@ SHOWN_BY = {
     "output_dir": "test_finetune.py::test_run_folder_contract",
     "keep_checkpoints": "test_finetune.py::test_keeps_last_checkpoints_only",
     "resume": "test_finetune.py::test_resume_matches_uninterrupted_run",
+    "overwrite": "test_faults.py::test_a_folder_with_another_run_is_refused_then_resumed_or_overwritten",
     "report_to": "test_engine.py::test_report_to_tensorboard_writes_the_logged_scalars",
     "channels_last": "test_engine.py::test_channels_last_reaches_the_patch_embedding_and_the_inputs",
     "ema_decay": "test_engine.py::test_ema_decay_saves_the_average_and_leaves_the_training_weights_alone",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
@@ -30,6 +30,9 @@ INTERPOLATIONS = {
 PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file, or raise `BadInputError` naming the file."""
     path = os.fspath(path)
@@ -37,10 +40,20 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise BadInputError(f"image file not found: {path}")
     try:
         with Image.open(path) as image:
-            image.load()
-            return image
+            return upright(image)
+    except Image.DecompressionBombError as error:
+        raise BadInputError(f"image {path!r} is too large to decode safely ({error}); resize it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadInputError(f"cannot decode image {path!r}: {error}. Is it an image file, and complete?") from None
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Decode `image` fully and turn it as its EXIF orientation says (a portrait photo taken with the
+    camera on its side stands upright), as `transformers.image_utils.load_image` does."""
+    image.load()
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+        return image  # upright already: no copy
+    return ImageOps.exif_transpose(image)
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:

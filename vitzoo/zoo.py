@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from vitzoo import registry
@@ -168,6 +169,23 @@ def _resolve(name_or_path: str | os.PathLike, backend: str | None) -> _Source:
     )
 
 
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """`device` as a torch.device, refused with a clear message when this machine has no such device."""
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise BadInputError(f"unknown device {str(device)!r} ({error}); use 'cpu', 'cuda', 'cuda:1', 'mps'...") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"device {str(device)!r} asked for, but torch sees no CUDA GPU on this machine; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BadInputError(f"device {str(device)!r} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BadInputError("device 'mps' asked for, but this machine has no Apple GPU; use device='cpu'")
+    return device
+
+
 def parse_overrides(config_overrides: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if config_overrides is None:
         return {}
@@ -221,12 +239,19 @@ def load(
         raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if task is not None:
         check_task(task)
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise BadInputError(f"image_size must be a positive number of pixels, got {image_size!r}")
+    device = check_device(device)
     source = _resolve(name_or_path, backend)
     spec = source.spec
     labels = resolve_labels(num_labels, id2label)
     if labels is None and source.folder_kind == "timm":
         labels = source.id2label
     overrides = parse_overrides(config_overrides)
+    for key, value in overrides.items():
+        if (key.endswith(("_size", "_layers", "_heads", "_depth")) or key == "patch_size") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and value < 1:
+            raise BadInputError(f"config override {key}={value} must be at least 1")
     if overrides and pretrained:
         raise BadInputError(
             "config_overrides change the architecture, so they need random weights (pretrained=False / --scratch)"
@@ -356,7 +381,7 @@ class ZooModel:
         return sum(p.numel() for p in self.model.parameters())
 
     def to(self, device: str | torch.device) -> ZooModel:
-        self.model.to(device)
+        self.model.to(check_device(device))
         return self
 
     def __repr__(self) -> str:
@@ -370,8 +395,41 @@ class ZooModel:
 
     def _as_batch(self, images: Any) -> torch.Tensor:
         if isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point():
+            self._check_normalised(images)
             return images  # already preprocessed
         return self.preprocess(images)
+
+    def _check_normalised(self, pixels: torch.Tensor) -> None:
+        """A float batch is taken as preprocessed pixels: refuse one whose values lie far outside what
+        normalising [0, 1] pixels with this checkpoint's mean and std gives (such as 0..255 pixel values);
+        within a wide margin, since random or augmented inputs overshoot that range."""
+        mean = torch.tensor(self.spec.preprocessing.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.spec.preprocessing.std).view(1, 3, 1, 1)
+        low, high = float((-mean / std).min()), float(((1 - mean) / std).max())
+        seen_low, seen_high = float(pixels.amin()), float(pixels.amax())
+        if seen_low < low - 10 or seen_high > high + 10:  # far outside: pixel values (0..255), not a normalised batch
+            raise BadInputError(
+                f"a float tensor is taken as normalised pixels (about [{low:.2f}, {high:.2f}] for {self.spec.name}), but "
+                f"its values span [{seen_low:.3g}, {seen_high:.3g}]; pass uint8 images (0..255), PIL images or paths, "
+                "or normalise with model.preprocess first")
+
+    def _chunks(self, images: Any, batch_size: int) -> Iterator[Any]:
+        """`images` in groups of at most `batch_size`, so memory stays flat in the number of images."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise BadInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+            items: Sequence[Any] = images
+        elif isinstance(images, (list, tuple)):
+            if not images:
+                raise BadInputError("no images given")
+            items = images
+        else:
+            yield images
+            return
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            floating = isinstance(chunk, torch.Tensor) and chunk.is_floating_point()
+            yield chunk if floating else list(chunk)
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Class scores for a preprocessed batch (for distilled DeiT: both heads averaged)."""
@@ -395,31 +453,35 @@ class ZooModel:
         return self.family.pool(outputs, self.spec.architecture)
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
-    def predict(self, images: Any, top_k: int = 5) -> list[list[dict[str, Any]]]:
-        """Top-k labels with probabilities, one list per image."""
-        logits = self.logits(self._as_batch(images)).float()
-        probabilities = logits.softmax(dim=-1)
-        k = min(top_k, probabilities.shape[-1])
-        scores, indices = probabilities.topk(k, dim=-1)
+    def predict(self, images: Any, top_k: int = 5, batch_size: int = 32) -> list[list[dict[str, Any]]]:
+        """Top-k labels with probabilities, one list per image; `batch_size` images per forward pass."""
+        if not isinstance(top_k, int) or top_k < 1:
+            raise BadInputError(f"top_k must be a positive integer, got {top_k!r}")
         labels = self.id2label or {}
-        return [
-            [
-                {"label": labels.get(int(i), f"LABEL_{int(i)}"), "index": int(i), "score": float(s)}
-                for s, i in zip(row_s, row_i)
-            ]
-            for row_s, row_i in zip(scores, indices)
-        ]
+        results: list[list[dict[str, Any]]] = []
+        for chunk in self._chunks(images, batch_size):
+            probabilities = self.logits(self._as_batch(chunk)).float().softmax(dim=-1)
+            scores, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+            results.extend(
+                [{"label": labels.get(int(i), f"LABEL_{int(i)}"), "index": int(i), "score": float(s)}
+                 for s, i in zip(row_s.tolist(), row_i.tolist())]
+                for row_s, row_i in zip(scores.cpu(), indices.cpu())
+            )
+        return results
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
-    def embed(self, images: Any) -> torch.Tensor:
+    def embed(self, images: Any, batch_size: int = 32) -> torch.Tensor:
         """One vector per image (CLS for ViT/DeiT/DINO/MAE/DINOv2, mean of patches for BEiT,
-        mean of CLS and distillation tokens for distilled DeiT)."""
-        return self.features(self._as_batch(images)).float()
+        mean of CLS and distillation tokens for distilled DeiT); `batch_size` images per forward pass."""
+        return torch.cat([self.features(self._as_batch(chunk)).float() for chunk in self._chunks(images, batch_size)])
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
-    def attention_maps(self, images: Any) -> torch.Tensor:
+    def attention_maps(self, images: Any, batch_size: int = 32) -> torch.Tensor:
         """Last-layer attention of the CLS token to every patch, per head: B x heads x H/p x W/p."""
-        pixel_values = self._as_batch(images).to(self.device)
+        return torch.cat([self._attention_maps(self._as_batch(chunk)) for chunk in self._chunks(images, batch_size)])
+
+    def _attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixel_values = pixel_values.to(self.device)
         prefix = self._num_prefix_tokens()
         if self.backend == "timm":
             attention = self._timm_last_attention(pixel_values)

@@ -31,12 +31,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, mps... (default: cuda if available, else cpu)"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (memory stays flat in the number of images)")
 
 
 def load_from_args(args: argparse.Namespace, task: str | None):
     from vitzoo.zoo import load
 
+    if args.batch_size < 1:
+        raise BadInputError(f"--batch-size must be a positive integer, got {args.batch_size}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     what = "random weights" if args.scratch else "pretrained weights"
     print(f"loading {args.model} ({what}) ...", file=sys.stderr, flush=True)
@@ -52,11 +54,6 @@ def load_from_args(args: argparse.Namespace, task: str | None):
     if args.scratch:
         print(f"note: {model.spec.name} has RANDOM weights (--scratch); its outputs mean nothing yet", file=sys.stderr)
     return model
-
-
-def _batches(items: list[str], size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,10 +89,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise BadInputError("--top-k must be at least 1")
     model = load_from_args(args, task="classification")
-    results = {}
-    for batch in _batches(args.images, args.batch_size):
-        for path, predictions in zip(batch, model.predict(batch, top_k=args.top_k)):
-            results[path] = predictions
+    results = dict(zip(args.images, model.predict(args.images, top_k=args.top_k, batch_size=args.batch_size)))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -111,8 +105,7 @@ def run_embed(args: argparse.Namespace) -> int:
     if extension not in (".npy", ".safetensors", ".pt"):
         raise BadInputError(f"--output must end in .npy, .safetensors or .pt, got {args.output!r}")
     model = load_from_args(args, task="features")
-    chunks = [model.embed(batch).cpu() for batch in _batches(args.images, args.batch_size)]
-    embeddings = torch.cat(chunks)
+    embeddings = model.embed(args.images, batch_size=args.batch_size).cpu()
     from vitzoo.io import atomic_write_bytes
 
     if extension == ".npy":

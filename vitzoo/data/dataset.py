@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vitzoo.errors import BadInputError
-from vitzoo.images import open_image, to_uint8_rgb
+from vitzoo.images import open_image, to_uint8_rgb, upright
 
 logger = logging.getLogger("vitzoo.data")
 
@@ -41,9 +41,11 @@ def decode_image_bytes(data: bytes) -> Image.Image:
     """Fully decode an encoded image held in memory (the bytes twin of `open_image`)."""
     if not data:
         raise BadInputError("image bytes are empty")
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return image
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return upright(image)
+    except Image.DecompressionBombError as error:
+        raise BadInputError(f"an image is too large to decode safely ({error}); resize it first") from None
 
 
 # --- readers: fetch image `i` of a source as anything `to_uint8_rgb` accepts --------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -310,9 +311,10 @@ def _image_extensions() -> set[str]:
 
 
 def _class_files(folder: str, extensions: set[str]) -> list[str]:
-    """Image files (by extension) under `folder`, recursively, sorted; hidden files ignored."""
+    """Image files (by extension) under `folder`, recursively, sorted; hidden files ignored. Links to
+    folders inside it are not followed (a link to `..` would pull other classes' images in)."""
     found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    for root, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for file in sorted(files):
             if not file.startswith(".") and os.path.splitext(file)[1].lower() in extensions:
@@ -340,13 +342,33 @@ def _from_folder(path: str, train_split: str) -> tuple[dict[str, _RawSplit], lis
         split: {cls: _class_files(os.path.join(root, cls), extensions) for cls in _subdirs(root)}
         for split, root in split_roots.items()
     }
-    names = sorted({cls for classes in per_split.values() for cls in classes})
-    index = {cls: i for i, cls in enumerate(names)}
-    splits = {}
+    train = train_split if split_layout else "train"
+    # the label set is the training split's classes; an empty class folder there is left out (with a
+    # warning), and a class that only another split has is an error: the head could never learn it
+    empty = sorted(cls for cls, files in per_split[train].items() if not files)
+    if empty:
+        warnings.warn(f"{path}: class folder(s) {', '.join(empty)} hold no images and are left out of the label set",
+                      stacklevel=3)
+    names = sorted(cls for cls, files in per_split[train].items() if files)
     for split, classes in per_split.items():
-        paths = [p for cls in sorted(classes) for p in classes[cls]]
-        labels = np.array([index[cls] for cls in sorted(classes) for _ in classes[cls]], dtype=np.int64)
-        splits[split] = _RawSplit(FileReader(paths), labels)
+        unknown = sorted(cls for cls, files in classes.items() if files and cls not in names)
+        if unknown:
+            raise BadInputError(f"{path}: the {split!r} split has class folder(s) {', '.join(unknown[:5])} that the "
+                                f"training split ({train!r}) lacks; the labels come from the training split, so add "
+                                "training images of those classes or remove them")
+    index = {cls: i for i, cls in enumerate(names)}
+    seen: set[str] = set()  # one file counted once, whatever links lead to it (the training split first)
+    splits = {}
+    for split in sorted(per_split, key=lambda name: name != train):
+        paths, labels = [], []
+        for cls in sorted(per_split[split]):
+            for file in per_split[split][cls]:
+                real = os.path.realpath(file)
+                if cls in index and real not in seen:
+                    seen.add(real)
+                    paths.append(file)
+                    labels.append(index[cls])
+        splits[split] = _RawSplit(FileReader(paths), np.array(labels, dtype=np.int64))
     return splits, names, path
 
 

@@ -1,7 +1,7 @@
 """The one training loop under every recipe.
 
     results = fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
-                  train_loader=train_loader, eval_loader=eval_loader, data=splits.summary(),
+                  train_loader=train_loader, eval_loader=eval_loader, splits=splits,
                   metadata={"recipe": "finetune"})
 
 `fit` owns what every method shares: the optimizer (AdamW groups, layer decay) and the warm-up +
@@ -62,7 +62,7 @@ def fit(
     objective: Objective,
     train_loader: torch.utils.data.DataLoader,
     eval_loader: torch.utils.data.DataLoader | None = None,
-    data: dict[str, Any] | None = None,
+    splits: Any = None,
     metadata: dict[str, Any],
     learning_rate: float | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -223,7 +223,7 @@ def fit(
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "wall_time_seconds": state.train_seconds,
         "num_processes": accelerator.num_processes,
-        "data": data,
+        "data": splits.summary() if splits is not None else None,  # after training: the files skipped are counted
         "environment": environment(),
         **objective.results(context),
     }
@@ -238,7 +238,9 @@ def fit(
     for callback in callbacks:
         callback.on_end(context, results)
     if accelerator.is_main_process:
-        print(f"done: {objective.summary(results, run.file(MODEL_DIR))}", flush=True)
+        skipped = (results["data"] or {}).get("skipped", 0)
+        note = f"; {skipped} unreadable image file(s) skipped" if skipped else ""
+        print(f"done: {objective.summary(results, run.file(MODEL_DIR))}{note}", flush=True)
     return results
 
 
