@@ -210,8 +210,8 @@ def test_bad_inputs(tiny_hub, tmp_path):
         vitzoo.load("dino-vits16", task="segmentation")
     with pytest.raises(vitzoo.BadInputError, match="backend"):
         vitzoo.load("dino-vits16", backend="jax")
-    with pytest.raises(vitzoo.BadInputError, match="twice"):
-        vitzoo.load("dino-vits16", id2label=["a", "a"])
+    with pytest.raises(vitzoo.BadInputError, match="without gaps"):
+        vitzoo.load("dino-vits16", id2label={0: "a", 2: "b"})
     model = vitzoo.load("dino-vits16")
     with pytest.raises(vitzoo.BadInputError, match="task='classification'"):
         model.predict(np.zeros((8, 8), dtype=np.uint8))
@@ -252,3 +252,102 @@ def test_beit_trains_after_feature_extraction(tiny_hub):
     model.model.train()
     loss = model.model(pixel_values=torch.randn(2, 3, 16, 16)).logits.sum()
     loss.backward()
+
+
+def test_a_real_label_set_with_repeated_names_loads(tiny_hub):
+    """ImageNet-1k names "crane" twice (the bird, 134, and the machine, 517): names may repeat, indices
+    may not; the labels survive a save and reload."""
+    import tempfile
+
+    from vitzoo.zoo import imagenet_labels
+
+    labels = imagenet_labels()
+    assert labels[134] == labels[517] == "crane"
+    zoo = vitzoo.load("deit-tiny", id2label=labels)
+    assert zoo.id2label == labels
+    with tempfile.TemporaryDirectory() as folder:
+        zoo.save_pretrained(folder)
+        assert vitzoo.load(folder).id2label[517] == "crane"
+
+
+def test_saved_metadata_describes_the_saved_model(tmp_path):
+    """A shrunk model trained from scratch is not "pretrained on ImageNet-1k" with 5.7M parameters and
+    1000 classes: vitzoo.json says what it is, and keeps the release's facts apart."""
+    import json
+
+    zoo = vitzoo.load("deit-tiny", pretrained=False, num_labels=10, image_size=16,
+                      config_overrides="hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4")
+    zoo.save_pretrained(tmp_path / "model")
+    meta = json.load(open(tmp_path / "model" / "vitzoo.json"))
+    assert meta["spec"]["num_params"] == zoo.num_params == sum(p.numel() for p in zoo.model.parameters())
+    assert meta["spec"]["num_classes"] == 10 and not meta["spec"]["has_imagenet_head"]
+    assert meta["spec"]["pretrained_on"] == "nothing: trained from random weights" and meta["pretrained"] is False
+    released = meta["released_checkpoint"]
+    assert released["pretrained_on"] == "ImageNet-1k" and released["num_classes"] == 1000
+    assert released["num_params"] == vitzoo.get_spec("deit-tiny").num_params
+    reloaded = vitzoo.load(tmp_path / "model")
+    assert reloaded.num_classes == 10 if hasattr(reloaded, "num_classes") else len(reloaded.id2label) == 10
+
+
+TINY_ARCH = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
+
+
+def test_checkpoint_files_as_users_have_them(tmp_path):
+    """Only pytorch_model.bin loads the same; an extra trained tensor the model would not use is named;
+    a config without its weights is the clear WeightsNotFoundError."""
+    from safetensors.torch import load_file, save_file
+
+    zoo = vitzoo.load("deit-tiny", pretrained=False, num_labels=3, image_size=16, config_overrides=TINY_ARCH)
+    pixels = torch.randn(2, 3, 16, 16)
+    old = tmp_path / "old"
+    zoo.model.save_pretrained(old)  # then as checkpoints saved years ago: a pickled state dict only
+    torch.save(load_file(old / "model.safetensors"), old / "pytorch_model.bin")
+    (old / "model.safetensors").unlink()
+    assert sorted(p.name for p in old.iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert torch.allclose(vitzoo.load(old).logits(pixels), zoo.logits(pixels), atol=1e-6)
+
+    extra = tmp_path / "extra"
+    zoo.save_pretrained(extra)
+    weights = load_file(extra / "model.safetensors")
+    save_file({**weights, "vit.embeddings.extra_projection.weight": torch.ones(4, 4)}, extra / "model.safetensors")
+    with pytest.raises(vitzoo.BadInputError, match="extra_projection"):
+        vitzoo.load(extra)
+
+    (extra / "model.safetensors").unlink()
+    with pytest.raises(vitzoo.WeightsNotFoundError, match="no weights file"):
+        vitzoo.load(extra)
+
+
+def test_a_cached_config_without_its_weights(tiny_hub, monkeypatch, tmp_path, capsys):
+    """An interrupted download: the Hub cache has the repo's config.json and no weights."""
+    import dataclasses
+    import os
+
+    from tiny_hub import snapshot_dir
+
+    from vitzoo import registry
+    from vitzoo.cli import main as cli
+
+    repo = "vitzoo-tests/interrupted-download"
+    snapshot = snapshot_dir(os.environ["HF_HUB_CACHE"], repo)
+    vitzoo.load("deit-tiny").model.config.to_json_file(os.path.join(snapshot, "config.json"))
+    monkeypatch.setitem(registry._SPECS, "deit-tiny", dataclasses.replace(tiny_hub["deit-tiny"], hub_id=repo))
+    with pytest.raises(vitzoo.WeightsNotFoundError, match="config.json is cached, but no weights file"):
+        vitzoo.load("deit-tiny")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    capsys.readouterr()
+    assert cli(["predict", "deit-tiny", str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors or pytorch_model.bin" in err and "Traceback" not in err
+
+
+def test_beit_pretraining_model_embeds(tiny_hub):
+    """BEiT's masked-image-modelling model has no pooler: embed still gives one vector per image."""
+    zoo = vitzoo.load("beit-base-pt22k", task="pretraining")
+    images = torch.randint(0, 256, (3, 3, 24, 24), dtype=torch.uint8)
+    vectors = zoo.embed(images)
+    assert vectors.shape == (3, zoo.spec.architecture.hidden_size) and torch.isfinite(vectors).all()
+    assert torch.allclose(vectors.mean(-1), torch.zeros(3), atol=1e-4)  # layer-normalised means

@@ -68,3 +68,21 @@ def ensure_available(repo_id: str, what: str, filename: str, revision: str | Non
     if is_cached(repo_id, filename, revision) or hub_reachable():
         return
     raise weights_not_found(repo_id, what, revision)
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def ensure_weights(repo_id: str, what: str, revision: str | None = None) -> None:
+    """Raise `WeightsNotFoundError` now, naming the files looked for, when a cached or local config
+    has no weights beside it (an interrupted download, a folder copied without them)."""
+    names = " or ".join(WEIGHT_FILES[::2])
+    if os.path.isdir(repo_id):
+        if not any(os.path.isfile(os.path.join(repo_id, name)) for name in WEIGHT_FILES):
+            raise WeightsNotFoundError(f"{repo_id} has a config.json but no weights file ({names}); copy the "
+                                       "weights into it, or pass another folder")
+        return
+    if any(is_cached(repo_id, name, revision) for name in WEIGHT_FILES) or hub_reachable():
+        return
+    raise weights_not_found(repo_id, what, revision,
+                            cause=f"its config.json is cached, but no weights file ({names}): an interrupted download?")

@@ -45,9 +45,7 @@ def resolve_labels(num_labels: int | None, id2label: Mapping[Any, str] | Sequenc
         raise BadInputError(f"id2label must number its classes 0..N-1 without gaps, got indices {sorted(mapping)}")
     if num_labels is not None and num_labels != len(mapping):
         raise BadInputError(f"num_labels={num_labels} conflicts with id2label, which names {len(mapping)} classes")
-    if len(set(mapping.values())) != len(mapping):
-        raise BadInputError("id2label names some class twice")
-    return mapping
+    return mapping  # names may repeat (ImageNet-1k names "crane" twice); indices may not
 
 
 def imagenet_labels() -> dict[int, str]:
@@ -516,9 +514,19 @@ class ZooModel:
     def vitzoo_metadata(self) -> dict[str, Any]:
         from vitzoo import __version__
 
+        spec = self.spec.to_dict() if self.spec.family != "timm" else dataclasses.asdict(self.spec)
+        # the registry's facts are about the released checkpoint: keep them apart, and say what this
+        # model is (its own size and classes; no pretraining when it started from random weights)
+        released = {key: spec.get(key) for key in ("name", "hub_id", "timm_name", "pretrained_on", "num_params",
+                                                   "num_classes", "published") if key in spec}
+        num_classes = len(self.id2label) if self.id2label else 0
+        spec.update(num_params=self.num_params, num_classes=num_classes, has_imagenet_head=num_classes == 1000)
+        if not self.pretrained:
+            spec["pretrained_on"] = "nothing: trained from random weights"
         return {
             "vitzoo_version": __version__,
-            "spec": self.spec.to_dict() if self.spec.family != "timm" else dataclasses.asdict(self.spec),
+            "spec": spec,
+            "released_checkpoint": released,
             "task": self.task,
             "backend": self.backend,
             "pretrained": self.pretrained,

@@ -103,6 +103,7 @@ def load(
     family = get_family(spec.family)
     cls = family.transformers_class(spec, task)
     checkpoint_config = load_config(source, spec, revision)
+    hub.ensure_weights(source, spec.name, revision)
     config = family.config_for_task(copy.deepcopy(checkpoint_config), task)
     new_head = id2label is not None and task == "classification"
     if new_head:
@@ -130,6 +131,15 @@ def load(
         raise BadInputError(
             f"the checkpoint at {source} does not fit {cls.__name__}: {len(lost)} weights would stay "
             f"uninitialised ({shown}{', ...' if len(lost) > 8 else ''}). Is it a {family.name} checkpoint?"
+        )
+    dropped = re.compile(family.dropped_weights(task))
+    unused = [key for key in info.get("unexpected_keys", []) if not dropped.search(key)]
+    if unused:
+        shown = ", ".join(sorted(unused)[:8])
+        raise BadInputError(
+            f"the checkpoint at {source} has {len(unused)} trained weights that {cls.__name__} would leave unused "
+            f"({shown}{', ...' if len(unused) > 8 else ''}); vitzoo drops only what the {family.name} family declares "
+            f"for task={task!r}. Is it a {family.name} checkpoint, or meant for another task?"
         )
     if image_size is not None and image_size != family.architecture_from_config(model.config).image_size:
         if not family.dynamic_image_size:

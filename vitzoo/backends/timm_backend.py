@@ -84,7 +84,7 @@ def create(
             what = spec.name if spec is not None else arch
             if not (hub.is_cached(repo, "model.safetensors") or hub.is_cached(repo, "pytorch_model.bin")):
                 if not hub.hub_reachable():
-                    raise hub.weights_not_found(repo, what)
+                    raise hub.weights_not_found(repo, what, cause="neither model.safetensors nor pytorch_model.bin of it is cached")
     # a saved folder holds its own head: tell timm so, or it drops a head of another size
     overlay = {"file": checkpoint_file, "num_classes": num_classes} if checkpoint_file else None
     try:

@@ -40,7 +40,7 @@ def load_from_args(args: argparse.Namespace, task: str | None):
     if args.batch_size < 1:
         raise BadInputError(f"--batch-size must be a positive integer, got {args.batch_size}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    what = "random weights" if args.scratch else "pretrained weights"
+    what = "random weights" if args.scratch else "the folder's weights" if os.path.isdir(args.model) else "pretrained weights"
     print(f"loading {args.model} ({what}) ...", file=sys.stderr, flush=True)
     model = load(
         args.model,

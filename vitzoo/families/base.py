@@ -110,6 +110,21 @@ class Family:
         """Adapt a checkpoint's config to the class that serves `task` (identity for most)."""
         return config
 
+    def dropped_weights(self, task: str) -> str:
+        """A regex of the checkpoint weights that loading for `task` leaves out on purpose; any other
+        weight the built model does not use is an error naming it. Here: the pooler (a ViT's pre-logits
+        layer, as in vit-base-in21k), which neither transformers' ViT classifier nor vitzoo's CLS-token
+        features use; the classification heads when a task needs none; and a pretraining model's
+        decoder and mask token (MAE, SimMIM) when only its encoder is wanted."""
+        pooler = r"(^|\.)pooler\."
+        heads = r"(^|\.)(classifier|cls_classifier|distillation_classifier)\."
+        pretraining = r"(^|\.)decoder\.|(^|\.)embeddings\.mask_token$"
+        if task == "pretraining":
+            return f"{pooler}|{heads}"
+        if task == "classification":
+            return f"{pooler}|{pretraining}"
+        return f"{pooler}|{pretraining}|{heads}"
+
     def needs_conversion(self, checkpoint_config: PretrainedConfig, task: str) -> bool:
         """Whether `task`'s class cannot `from_pretrained` this checkpoint by itself."""
         return False

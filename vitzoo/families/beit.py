@@ -62,8 +62,21 @@ class BEiT(Family):
         arch = super().architecture_from_config(config)
         return dataclasses.replace(arch, layer_scale_init=config.layer_scale_init_value)
 
+    def dropped_weights(self, task: str) -> str:
+        """Besides the default: a pretraining checkpoint's masked-image-modelling head and its final
+        LayerNorm, which classification and features replace by mean pooling with its own LayerNorm
+        (as BEiT's fine-tuning does)."""
+        base = super().dropped_weights(task)
+        return base if task == "pretraining" else base + r"|(^|\.)lm_head\.|^layernorm\."
+
     def pool(self, outputs: Any, arch: Architecture) -> torch.Tensor:
-        return outputs.pooler_output
+        if outputs.pooler_output is not None:
+            return outputs.pooler_output
+        # the masked-image-modelling model (task="pretraining") has no pooler: the same mean of the
+        # patch tokens, normalised without the pooler's learnt scale and shift (the checkpoint has none)
+        patches = outputs.last_hidden_state[:, self.num_prefix_tokens(arch):]
+        mean = patches.mean(dim=1)
+        return torch.nn.functional.layer_norm(mean, mean.shape[-1:], eps=1e-12)  # BEiT's layer_norm_eps
 
     def num_prefix_tokens(self, arch: Architecture) -> int:
         return 1
