@@ -1,10 +1,14 @@
-"""A tiny offline stand-in for the Hugging Face Hub.
+"""A tiny offline stand-in for the Hugging Face Hub, built from the repos' published files.
 
-For every registered checkpoint this writes a tiny random checkpoint, saved by the same model
-class and config keys as the published one, under its canonical Hub id in a Hub-cache layout
-(`models--org--name/refs/main` + `snapshots/<commit>/...`), and the same for its timm
-equivalent under `timm/<arch>.<tag>`. With HF_HUB_OFFLINE=1 and HF_HUB_CACHE pointing there,
-`vitzoo.load("deit-small")` runs exactly the code a user online runs, minus the download.
+For every registered checkpoint this starts from the repo's published `config.json` (in
+`tests/data/published/<owner>--<name>/`, with where each file came from), changes only the sizes
+(hidden size, depth, heads, MLP, image and patch size; MAE's decoder), keeps every other key (the
+label names, the processor type, the flags of the time), builds random weights with the published
+architecture class and saves them with the published `preprocessor_config.json` under the canonical
+Hub id in a Hub-cache layout (`models--org--name/refs/main` + `snapshots/<commit>/...`), and the
+same for its timm equivalent under `timm/<arch>.<tag>`. With HF_HUB_OFFLINE=1 and HF_HUB_CACHE
+pointing there, `vitzoo.load("deit-small")` runs exactly the code a user online runs, minus the
+download.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 
 import timm
 import torch
+import transformers
 
-from vitzoo.images import Preprocessor
 from vitzoo.registry import Architecture, ModelSpec, get_family
 
 TINY_IMAGE = 16
@@ -51,34 +56,34 @@ def snapshot_dir(cache: str, repo_id: str) -> str:
     return path
 
 
-def imagenet_id2label(num_classes: int) -> dict[int, str]:
-    from vitzoo.zoo import imagenet_labels
+PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "published")
+TINY_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+               "image_size": TINY_IMAGE, "patch_size": TINY_PATCH}
+TINY_DECODER = {"decoder_hidden_size": 32, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
+                "decoder_intermediate_size": 64}
 
-    return imagenet_labels() if num_classes == 1000 else {i: f"LABEL_{i}" for i in range(num_classes)}
+
+def published(repo_id: str, name: str) -> str:
+    """The path of a file `repo_id` published (config.json, preprocessor_config.json)."""
+    return os.path.join(PUBLISHED, repo_id.replace("/", "--"), name)
+
+
+def tiny_config(repo_id: str) -> transformers.PretrainedConfig:
+    """The repo's published config with only the sizes changed."""
+    with open(published(repo_id, "config.json")) as handle:
+        values = json.load(handle)
+    values.update(TINY_CONFIG)
+    if values["model_type"] == "vit_mae":
+        values.update(TINY_DECODER)
+    return transformers.AutoConfig.for_model(**values)
 
 
 def write_transformers_checkpoint(cache: str, spec: ModelSpec) -> None:
-    family = get_family(spec.family)
-    task = spec.hub_task
-    extra = {}
-    if spec.num_classes:
-        labels = imagenet_id2label(spec.num_classes)
-        extra = {"id2label": labels, "label2id": {v: k for k, v in labels.items()}}
-    config = family.build_config(spec, task, **extra)
-    if config.model_type == "vit_mae":
-        config.update(
-            dict(
-                decoder_hidden_size=32,
-                decoder_num_hidden_layers=1,
-                decoder_num_attention_heads=2,
-                decoder_intermediate_size=64,
-            )
-        )
-    model = family.transformers_class(spec, task)(config)
+    config = tiny_config(spec.hub_id)
+    model = getattr(transformers, config.architectures[0])(config)
     path = snapshot_dir(cache, spec.hub_id)
     model.save_pretrained(path)
-    with open(os.path.join(path, "preprocessor_config.json"), "w") as handle:
-        json.dump(Preprocessor(spec.preprocessing).to_image_processor_dict(), handle)
+    shutil.copy(published(spec.hub_id, "preprocessor_config.json"), path)
 
 
 def write_timm_checkpoint(cache: str, spec: ModelSpec) -> None:

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel
 
 from vitzoo.families.base import Family
-from vitzoo.registry import Architecture, ModelSpec, Preprocessing, register, register_family
+from vitzoo.registry import HALF_MEAN, HALF_STD, Architecture, ModelSpec, Preprocessing, register, register_family
 
 
 class DeiT(Family):
@@ -64,8 +64,18 @@ class DeiT(Family):
 
 register_family(DeiT())
 
-# facebook/deit-*: DeiTImageProcessor, squash to 256x256, centre crop 224, bicubic, ImageNet mean/std
-DEIT_PREP = Preprocessing(resize_size=256, crop_size=224, interpolation="bicubic")
+# What each repo's preprocessor_config.json says (tests/data/published/): the distilled repos ship
+# DeiTImageProcessor (squash to 256x256, centre crop 224, bicubic, ImageNet mean/std; deit-tiny-distilled
+# squashes to 224 since its "set correct image size" change), the non-distilled ones ViT's processor
+# (squash to 224, bilinear, mean/std 0.5) -- not the paper's evaluation pipeline, which timm keeps.
+# vitzoo follows the published files, as a transformers user gets them.
+DISTILLED_PREP = Preprocessing(resize_size=256, crop_size=224, interpolation="bicubic")
+PLAIN_PREP = Preprocessing(resize_size=224, interpolation="bilinear", mean=HALF_MEAN, std=HALF_STD)
+PREPROCESSING = {
+    (size, distilled): PLAIN_PREP if not distilled else DISTILLED_PREP for size in ("tiny", "small", "base")
+    for distilled in (False, True)
+}
+PREPROCESSING[("tiny", True)] = Preprocessing(resize_size=224, crop_size=224, interpolation="bicubic")
 SIZES = {
     "tiny": dict(hidden_size=192, num_heads=3, top1=72.2, distilled_top1=74.5),
     "small": dict(hidden_size=384, num_heads=6, top1=79.8, distilled_top1=81.2),
@@ -99,7 +109,7 @@ for size, info in SIZES.items():
                     mlp_size=4 * info["hidden_size"],
                     distillation_token=distilled,
                 ),
-                preprocessing=DEIT_PREP,
+                preprocessing=PREPROCESSING[(size, distilled)],
                 pretraining="distilled" if distilled else "supervised",
                 pretrained_on="ImageNet-1k",
                 method="hard distillation from a RegNetY-16GF teacher" if distilled else "supervised classification",
