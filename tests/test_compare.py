@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import torch
 
 import vitzoo
 from vitzoo import compare
@@ -213,3 +214,26 @@ def test_cli_scratch_finetune_and_defaults(tmp_path, capsys):
     families = {vitzoo.registry.get_spec(name).family for name in defaults.models}
     assert len(families) >= 3
     assert CompareConfig(protocol="linear").resolved().epochs == compare.LINEAR_EPOCHS
+
+
+def test_a_folder_trained_again_is_measured_again(tiny_hub, tmp_path):
+    """compare keys a model folder's results and cached features on its weights' content: the same
+    folder with new weights gives the new accuracy, not the old one read back."""
+    folder = str(tmp_path / "model")
+    arch = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
+
+    def save(seed):
+        torch.manual_seed(seed)
+        vitzoo.load("dino-vits16", task="features", pretrained=False, image_size=16,
+                    config_overrides=arch).save_pretrained(folder)
+
+    save(0)
+    config = knn_config(tmp_path, folder, image_size=16)
+    first = run_compare(config, progress=False, write=False)[0]
+    save(1)  # trained again, in place
+    again = run_compare(config, progress=False, write=False)[0]
+    fresh = run_compare(knn_config(tmp_path, folder, image_size=16, output_dir=str(tmp_path / "fresh")),
+                        progress=False, write=False)[0]
+    assert again["weights"] != first["weights"]
+    assert again["accuracy"] == fresh["accuracy"]
+    assert len(os.listdir(os.path.join(config.output_dir, "features"))) == 4  # two weights x two splits

@@ -182,7 +182,7 @@ def test_cache_round_trip_computes_once(tmp_path):
         calls.append(1)
         return features, labels
 
-    key = feature_cache_key("dino-vits16", "imagenette/full", "validation", 224)
+    key = feature_cache_key("dino-vits16", "imagenette/full", "validation", 224, weights="0123abcd")
     first = cached_features(tmp_path / "cache", key, compute)
     second = cached_features(tmp_path / "cache", key, compute)
     assert len(calls) == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -242,7 +243,14 @@ def _published(name: str, spec: Any) -> dict[str, Any]:
 def _frozen_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any, dict[str, Any]]:
     import vitzoo
     from vitzoo.metrics import classification_metrics
-    from vitzoo.probe import cached_features, extract_features, feature_cache_key, knn_classify, linear_probe
+    from vitzoo.probe import (
+        cached_features,
+        extract_features,
+        feature_cache_key,
+        knn_classify,
+        linear_probe,
+        weights_fingerprint,
+    )
 
     torch.manual_seed(config.seed)  # the same random init for --scratch, run after run
     zoo = vitzoo.load(
@@ -262,8 +270,9 @@ def _frozen_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any,
         "max_eval": config.max_eval_samples,
     }
     features = {}
+    weights = weights_fingerprint(zoo.model)
     for split_name, split in (("train", splits.train), ("eval", splits.eval)):
-        key = feature_cache_key(name, config.dataset, split_name, zoo.image_size, **extra)
+        key = feature_cache_key(name, config.dataset, split_name, zoo.image_size, weights=weights, **extra)
         features[split_name] = cached_features(
             cache, key, lambda split=split: extract_features(zoo, _ready_batches(split, zoo, config), progress=False)
         )
@@ -381,6 +390,21 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
 
 
+def saved_weights(name: str) -> str | None:
+    """For a model folder (or a run folder's model/), a hash of its weight files, so that a folder
+    trained again in place is measured again; None for registry and timm names."""
+    if not os.path.isdir(name):
+        return None
+    folder = name if os.path.isfile(os.path.join(name, "config.json")) else os.path.join(name, "model")
+    digest = hashlib.sha256()
+    for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if file.endswith((".safetensors", ".bin")):
+            with open(os.path.join(folder, file), "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def model_result_path(config: CompareConfig, name: str) -> str:
     return os.path.join(config.output_dir, "models", f"{model_slug(name)}.json")
 
@@ -413,7 +437,9 @@ def run_compare(
         bar.set_postfix_str(name)
         path = model_result_path(config, name)
         saved = _read_json(path)
-        if isinstance(saved, dict) and saved.get("settings") == settings and saved.get("status") == "ok":
+        weights = saved_weights(name)
+        if (isinstance(saved, dict) and saved.get("settings") == settings and saved.get("status") == "ok"
+                and saved.get("weights") == weights):
             row = saved
             note = "reused"
         else:
@@ -423,7 +449,7 @@ def run_compare(
                 row = {"model": name, "status": "failed", "error": _error_text(error)}
                 if config.device.startswith("cuda"):
                     torch.cuda.empty_cache()
-            row = {**row, "protocol": config.protocol, "settings": settings}
+            row = {**row, "protocol": config.protocol, "settings": settings, "weights": weights}
             atomic_write_json(path, row)
             note = "done" if row["status"] == "ok" else "FAILED"
         rows.append(row)

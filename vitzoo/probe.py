@@ -249,10 +249,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:80] or "features"
 
 
-def feature_cache_key(model: str, dataset: str, split: str, image_size: int, **extra: Any) -> dict[str, Any]:
-    """The cache key of one extraction: model, dataset, split, image size and anything else that
-    changes the features (e.g. ``pooling="mean"``, ``revision=...``)."""
-    return {"model": str(model), "dataset": str(dataset), "split": str(split), "image_size": int(image_size), **extra}
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A hash of a model's weights (names, shapes and values): features cached for one set of weights
+    are never read back for another, such as a model folder trained again in place."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def feature_cache_key(
+    model: str, dataset: str, split: str, image_size: int, *, weights: str, **extra: Any
+) -> dict[str, Any]:
+    """The cache key of one extraction: model, the weights' content (`weights_fingerprint`), dataset,
+    split, image size and anything else that changes the features (e.g. ``pooling="mean"``)."""
+    return {"model": str(model), "weights": weights, "dataset": str(dataset), "split": str(split),
+            "image_size": int(image_size), **extra}
 
 
 def _cache_path(cache_dir: str | os.PathLike, key: str | Mapping[str, Any]) -> tuple[str, str]:

@@ -53,7 +53,14 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     import vitzoo
     from vitzoo.data import eval_transform, load_splits, make_loader, normalize_batch
-    from vitzoo.probe import cached_features, extract_features, feature_cache_key, knn_evaluate, linear_probe
+    from vitzoo.probe import (
+        cached_features,
+        extract_features,
+        feature_cache_key,
+        knn_evaluate,
+        linear_probe,
+        weights_fingerprint,
+    )
 
     ks = _ks(args.ks)
     torch.manual_seed(args.seed)  # --scratch: the same random init as a recipe run with this seed
@@ -63,11 +70,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                          max_eval_samples=args.max_eval_samples)
     preprocessing = zoo.spec.preprocessing
     model_key = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
-    if os.path.isdir(args.model):  # a folder's weights change when it is overwritten
-        weights = os.path.join(args.model, "model.safetensors")
-        model_key += f"@{os.path.getmtime(weights) if os.path.exists(weights) else 0}"
-    if args.scratch:
-        model_key += f"@scratch-seed{args.seed}-{args.config_overrides}"
+    weights = weights_fingerprint(zoo.model)  # a folder trained again in place has other features
 
     def features(split, name):
         def compute():
@@ -77,7 +80,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             batches = ((normalize_batch(x, preprocessing), y) for x, y in loader if x.shape[0])
             return extract_features(zoo, batches, description=f"{name} features")
 
-        key = feature_cache_key(model_key, args.dataset, name, zoo.image_size, backend=zoo.backend,
+        key = feature_cache_key(model_key, args.dataset, name, zoo.image_size, weights=weights, backend=zoo.backend,
                                 samples=len(split), seed=args.seed)
         if args.no_cache:
             return compute()
