@@ -253,13 +253,25 @@ def test_extract_features_from_raw_images_and_loaders(tiny_model):
     unlabelled, none = extract_features(tiny_model, iter([pixel_values[:5], pixel_values[5:]]))  # batches
     assert none is None and unlabelled.shape == (7, 32)
 
-    class Stream(torch.utils.data.IterableDataset):  # single raw examples, batched by extract_features
-        def __iter__(self):
-            return iter({"image": image, "labels": i % 3} for i, image in enumerate(images))
 
-    streamed, streamed_labels = extract_features(tiny_model, Stream(), batch_size=4)
-    torch.testing.assert_close(streamed, expected, rtol=1e-4, atol=1e-5)
-    assert torch.equal(streamed_labels, labels)
+def test_split_features_cache_on_the_weights_content(tiny_model, tmp_path):
+    """The train and eval features of a dataset, as vitzoo evaluate, compare and DINO's monitor get
+    them: cached once, read back for the same weights, extracted again for other weights."""
+    from vitzoo.data import load_splits
+    from vitzoo.probe import split_features
+
+    splits = load_splits("digits", seed=0, max_train_samples=20, max_eval_samples=10)
+    first = split_features(tiny_model, splits, batch_size=8, cache_dir=tmp_path, dataset="digits")
+    assert first["train"][0].shape == (20, 32) and first["eval"][1].shape == (10,)
+    assert len(list(tmp_path.iterdir())) == 2
+    again = split_features(tiny_model, splits, batch_size=8, cache_dir=tmp_path, dataset="digits")
+    assert torch.equal(again["train"][0], first["train"][0]) and len(list(tmp_path.iterdir())) == 2
+    uncached = split_features(tiny_model, splits, batch_size=8)
+    torch.testing.assert_close(uncached["eval"][0], first["eval"][0])
+    with torch.no_grad():
+        next(tiny_model.model.parameters()).add_(1.0)  # other weights, same model
+    changed = split_features(tiny_model, splits, batch_size=8, cache_dir=tmp_path, dataset="digits")
+    assert len(list(tmp_path.iterdir())) == 4 and not torch.equal(changed["train"][0], first["train"][0])
 
 
 def test_extract_features_duck_typed_model_and_errors():

@@ -28,7 +28,6 @@ and, where it needs them, the module behind it, so it works for `ZooModel.logits
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -255,8 +254,3 @@ def measure(
         "batch_size": int(batch_size),
         "device": str(_device_of(module)),
     }
-
-
-def default_threads() -> int:
-    """The torch intra-op threads in use (recorded beside timings)."""
-    return torch.get_num_threads() or os.cpu_count() or 1

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 
@@ -14,16 +12,19 @@ def _to_image(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     return (pixels.cpu() * std + mean).clamp(0, 1).permute(1, 2, 0)
 
 
-def _save(figure, path: str) -> str:
-    """Write a matplotlib figure to `path` atomically (a temporary file, then a rename) and close it."""
+def save_figure(figure, path: str, dpi: int = 100) -> str:
+    """Write a matplotlib figure to `path` as PNG, atomically (`vitzoo.io`), and close it."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    from vitzoo.io import atomic_write_bytes
+
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    figure.savefig(tmp, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -48,7 +49,7 @@ def save_reconstructions(path: str, rows: list[list[tuple[str, torch.Tensor]]], 
             axis.imshow(image.numpy(), interpolation="nearest")
             if r == 0:
                 axis.set_title(title, fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def save_dino_curves(path: str, events: list[dict], out_dim: int) -> str:
@@ -81,4 +82,4 @@ def save_dino_curves(path: str, events: list[dict], out_dim: int) -> str:
     right.set_xlabel("epoch")
     right.set_ylabel("k-NN accuracy (%)")
     right.set_title("teacher features, weighted 20-NN")
-    return _save(figure, path)
+    return save_figure(figure, path)

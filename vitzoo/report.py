@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vitzoo.errors import BadInputError
-from vitzoo.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from vitzoo.io import atomic_write_json, atomic_write_text
+from vitzoo.plots import save_figure
 
 if TYPE_CHECKING:
     from vitzoo.compare import CompareConfig
@@ -212,11 +213,7 @@ def plot(rows: Sequence[dict[str, Any]], x_key: str, path: str, *, x_label: str,
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(figure, path)
 
 
 def _versions() -> dict[str, Any]:

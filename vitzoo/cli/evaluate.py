@@ -52,15 +52,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     import torch
 
     import vitzoo
-    from vitzoo.data import eval_transform, load_splits, make_loader, normalize_batch
-    from vitzoo.probe import (
-        cached_features,
-        extract_features,
-        feature_cache_key,
-        knn_evaluate,
-        linear_probe,
-        weights_fingerprint,
-    )
+    from vitzoo.data import load_splits
+    from vitzoo.probe import knn_evaluate, linear_probe, split_features
 
     ks = _ks(args.ks)
     torch.manual_seed(args.seed)  # --scratch: the same random init as a recipe run with this seed
@@ -68,26 +61,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                       image_size=args.image_size, config_overrides=args.config_overrides)
     splits = load_splits(args.dataset, seed=args.seed, max_train_samples=args.max_train_samples,
                          max_eval_samples=args.max_eval_samples)
-    preprocessing = zoo.spec.preprocessing
-    model_key = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model
-    weights = weights_fingerprint(zoo.model)  # a folder trained again in place has other features
-
-    def features(split, name):
-        def compute():
-            torch.manual_seed(args.seed)
-            loader = make_loader(split, batch_size=args.batch_size, shuffle=False, num_workers=0,
-                                 transform=eval_transform(preprocessing, zoo.image_size))
-            batches = ((normalize_batch(x, preprocessing), y) for x, y in loader if x.shape[0])
-            return extract_features(zoo, batches, description=f"{name} features")
-
-        key = feature_cache_key(model_key, args.dataset, name, zoo.image_size, weights=weights, backend=zoo.backend,
-                                samples=len(split), seed=args.seed)
-        if args.no_cache:
-            return compute()
-        return cached_features(args.cache_dir, key, compute)
-
-    train_x, train_y = features(splits.train, "train")
-    test_x, test_y = features(splits.eval, "eval")
+    features = split_features(zoo, splits, batch_size=args.batch_size, cache_dir=None if args.no_cache else args.cache_dir,
+                              dataset=args.dataset, progress=True, seed=args.seed, backend=zoo.backend)
+    (train_x, train_y), (test_x, test_y) = features["train"], features["eval"]
     result = {"model": args.model, "dataset": args.dataset, "protocol": args.protocol, "backend": zoo.backend,
               "image_size": zoo.image_size, "feature_dim": int(train_x.shape[1]),
               "train_samples": int(train_x.shape[0]), "eval_samples": int(test_x.shape[0])}

@@ -386,21 +386,13 @@ class DINO(Objective):
 
     def knn_accuracy(self, context: Context) -> float:
         """Weighted 20-NN accuracy of the teacher's features (train split -> eval split), on the main process."""
-        from vitzoo.data import eval_transform, make_loader
-        from vitzoo.probe import extract_features, knn_evaluate
+        from vitzoo.probe import knn_evaluate, split_features
 
         accelerator = context.accelerator
         accuracy = torch.zeros(1, device=accelerator.device)
         if accelerator.is_main_process:
-            def batches(split):
-                loader = make_loader(split, batch_size=self.eval_batch_size, shuffle=False, num_workers=0,
-                                     transform=eval_transform(context.preprocessing, self.teacher_zoo.image_size))
-                for images, labels in loader:
-                    if images.shape[0]:
-                        yield context.pixels(images.to(accelerator.device)), labels
-
-            train_x, train_y = extract_features(self.teacher_zoo, batches(self.splits.train), progress=False)
-            test_x, test_y = extract_features(self.teacher_zoo, batches(self.splits.eval), progress=False)
+            features = split_features(self.teacher_zoo, self.splits, batch_size=self.eval_batch_size)
+            (train_x, train_y), (test_x, test_y) = features["train"], features["eval"]
             k = min(KNN_K, train_x.shape[0])
             accuracy[0] = knn_evaluate(train_x, train_y, test_x, test_y, ks=(k,))[k]["accuracy"]
         return float(accelerator.reduce(accuracy, reduction="sum")[0])
