@@ -407,7 +407,7 @@ def test_export_is_atomic_and_never_replaces_the_source(classifier_run, tmp_path
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(publish, "_assert_no_secret", interrupted)
+    monkeypatch.setattr(publish.export, "_assert_no_secret", interrupted)  # the export module's last guard
     with pytest.raises(KeyboardInterrupt):
         publish.export_model(classifier_run, "someone/other", export)
     assert {name: (export / name).read_bytes() for name in EXPORTED} == before

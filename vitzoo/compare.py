@@ -36,7 +36,7 @@ import torch
 
 from vitzoo import registry
 from vitzoo.errors import BadInputError
-from vitzoo.io import atomic_write_json
+from vitzoo.io import atomic_write_json, read_json
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -374,12 +374,10 @@ def evaluate_model(name: str, config: CompareConfig, splits: Any) -> dict[str, A
 
 # --------------------------------------------------------------------------- the run
 def _read_json(path: str) -> Any:
-    import json
-
+    """A file an earlier run saved, or None where it is missing or unreadable: then the work is done again."""
     try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        return read_json(path)
+    except (OSError, BadInputError):
         return None
 
 

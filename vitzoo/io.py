@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written file or folder behind."""
+"""Files: writes that never leave a half-written file or folder behind, the one JSON reader, and
+the one test of whether a name means a local path."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any
+
+from vitzoo.errors import BadInputError
+
+# a dataset or model argument ending like one of these is a local file, never a Hub id
+LOCAL_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt")
 
 
 @contextlib.contextmanager
@@ -59,3 +65,24 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_write_json(path: str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: str) -> Any:
+    """The JSON value in `path`. A file that is not valid JSON is a BadInputError naming it; a missing
+    or unreadable file raises OSError (a caller to whom an absent file is normal catches it)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as error:  # json.JSONDecodeError, or bytes that are not UTF-8 text
+        raise BadInputError(f"{path} is not valid JSON ({error}); was it written completely?") from None
+
+
+def is_local_path(name: str) -> bool:
+    """Whether a dataset or model argument names a local file or folder rather than a Hub id: it exists,
+    starts like a path (`/`, `.`, `~`, `\\`), has more than one `/` (a Hub id has one) or ends like a data file."""
+    return (
+        os.path.exists(os.path.expanduser(name))
+        or name.startswith(("/", ".", "~", "\\"))
+        or name.count("/") > 1
+        or os.path.splitext(name)[1].lower() in LOCAL_FILE_SUFFIXES
+    )

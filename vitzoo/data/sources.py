@@ -35,6 +35,7 @@ from PIL import Image
 
 from vitzoo.data.dataset import ArrayReader, FileReader, HFReader, LabeledImageDataset, Reader, SyntheticReader
 from vitzoo.errors import BadInputError
+from vitzoo.io import is_local_path
 
 BUILTIN_DATASETS = ("digits", "synthetic")
 EVAL_SPLIT_NAMES = ("validation", "valid", "val")  # used as eval split when present; "test" never is
@@ -245,17 +246,9 @@ def _resolve(
         return _from_folder(path, train_split)
     if os.path.isfile(path):
         return _from_table(path, image_column, label_column)
-    if _looks_like_path(name):
+    if is_local_path(name):
         raise BadInputError(f"dataset path does not exist: {name}")
     return _from_hf(_load_hub(name), image_column, label_column, source=name)
-
-
-def _looks_like_path(name: str) -> bool:
-    return (
-        name.startswith(("/", ".", "~", "\\"))
-        or name.count("/") > 1
-        or os.path.splitext(name)[1].lower() in (".csv", ".tsv", ".jsonl", ".json", ".txt")
-    )
 
 
 def _load_hub(name: str) -> Any:
