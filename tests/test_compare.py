@@ -12,10 +12,10 @@ import torch
 import vitzoo
 from vitzoo import compare
 from vitzoo.cli import main as cli_main
-from vitzoo.compare import CompareConfig, resolve_models, run_compare
+from vitzoo.compare import CompareConfig, resolve_models, run_compare, runner
+from vitzoo.compare.report import pareto_front, sort_rows
 from vitzoo.errors import BadInputError
 from vitzoo.measure import count_flops, count_params, measure
-from vitzoo.report import pareto_front, sort_rows
 
 TINY = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
 FILES = ("results.json", "results.csv", "report.md", "accuracy_vs_throughput.png", "accuracy_vs_params.png")
@@ -126,7 +126,7 @@ def test_report_files_agree_and_a_failed_model_does_not_stop_the_others(tiny_hub
 
 def test_an_interrupted_compare_resumes_without_recomputing(tiny_hub, tmp_path, monkeypatch):
     calls = []
-    real = compare.evaluate_model
+    real = runner.evaluate_model
 
     def counting(name, config, splits):
         calls.append(name)
@@ -134,7 +134,7 @@ def test_an_interrupted_compare_resumes_without_recomputing(tiny_hub, tmp_path, 
             raise KeyboardInterrupt
         return real(name, config, splits)
 
-    monkeypatch.setattr(compare, "evaluate_model", counting)
+    monkeypatch.setattr(runner, "evaluate_model", counting)
     config = knn_config(tmp_path, "deit-tiny,dino-vits16,beit-base")
     monkeypatch.setenv("INTERRUPT_COMPARE", "1")
     with pytest.raises(KeyboardInterrupt):

@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from vitzoo.compare import DEFAULT_MODELS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
-from vitzoo.report import SORTABLE
+from vitzoo.compare.report import SORTABLE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

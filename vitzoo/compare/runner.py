@@ -1,8 +1,5 @@
 """Compare models on one dataset, measured the same way on this machine in one run.
 
-    >>> from vitzoo.compare import CompareConfig, run_compare
-    >>> rows = run_compare(CompareConfig(models="deit-tiny,dino-vits16", dataset="digits", protocol="knn"))
-
 For each model: quality by a protocol (top-1, top-5, macro F1 on the eval split) --
 ``knn`` (DINO's weighted k-NN on frozen features, `vitzoo.probe`), ``linear``
 (`vitzoo.probe.linear_probe` on frozen features) or ``finetune`` (the fine-tuning recipe,
@@ -14,170 +11,27 @@ Each model's result goes to ``DIR/models/<model>.json`` (atomically) as soon as 
 the settings it was measured under; a rerun with the same settings reuses it, so an interrupted
 compare resumes at the first unfinished model. A model that fails (cannot load, out of memory,
 image size it cannot take) is recorded as failed with its reason and the others go on. The
-report (`vitzoo.report`) is written at the end: results.json, results.csv, report.md and two plots.
+report (`vitzoo.compare.report`) is written at the end: results.json, results.csv, report.md and two plots.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import math
 import os
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from vitzoo import registry
+from vitzoo.compare.config import CompareConfig, model_slug, resolve_models
 from vitzoo.errors import BadInputError
 from vitzoo.io import atomic_write_json, read_json
-
-__all__ = [
-    "DEFAULT_MODELS",
-    "PROTOCOLS",
-    "SCRATCH_DEFAULTS",
-    "CompareConfig",
-    "evaluate_model",
-    "model_slug",
-    "resolve_models",
-    "run_compare",
-]
-
-PROTOCOLS = ("knn", "linear", "finetune")
-# one checkpoint per family, each a different architecture once shrunk for --scratch: DeiT with
-# its distillation token, BEiT (relative positions, layer scale, mean pooling), DINO (plain ViT).
-# (MAE's encoder is a plain ViT too: from scratch it would repeat DINO's row exactly.)
-DEFAULT_MODELS = ("deit-tiny-distilled", "beit-base", "dino-vits16")
-# --scratch: random weights, so k-NN or a linear probe on their features says nothing; the default
-# is a short fine-tune of every model shrunk to the same small shape (width 64, depth 4, 4 heads,
-# MLP 128) at 16 px with 4 px patches (16 tokens; the digits are 8x8 images), so the whole default
-# compare takes minutes on 2 CPU cores
-SCRATCH_OVERRIDES = "hidden_size=64,num_hidden_layers=4,num_attention_heads=4,intermediate_size=128,patch_size=4"
-SCRATCH_DEFAULTS: dict[str, Any] = {
-    "protocol": "finetune",
-    "epochs": 15,
-    "image_size": 16,
-    "batch_size": 32,
-    "learning_rate": 1e-3,
-    "config_overrides": SCRATCH_OVERRIDES,
-}
-PRETRAINED_DEFAULTS: dict[str, Any] = {"protocol": "knn", "epochs": 3, "batch_size": 64}
-LINEAR_EPOCHS = 100  # vitzoo.probe.linear_probe's default
-
-
-@dataclass
-class CompareConfig:
-    """One comparison. None means "the default for this mode" (see `resolved`)."""
-
-    models: str | Sequence[str] | None = None  # comma-separated or a list; wildcards; None: DEFAULT_MODELS
-    dataset: str = "digits"
-    protocol: str | None = None  # knn | linear | finetune; default finetune with scratch, else knn
-    epochs: int | None = None  # finetune epochs (default 15 with scratch, else 3) or linear-probe epochs (100)
-    image_size: int | None = None  # default 16 with scratch, else each model's own
-    scratch: bool = False
-    batch_size: int | None = None  # feature extraction, fine-tuning, throughput; default 32 with scratch, else 64
-    device: str | None = None  # default: cuda where available, else cpu
-    config_overrides: str | None = None  # default SCRATCH_OVERRIDES with scratch
-    output_dir: str = "runs/compare"
-    k: int = 20  # k-NN neighbours
-    seed: int = 0
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    num_workers: int | None = None  # data-loading workers (default: the recipe's; 0 for feature extraction)
-    learning_rate: float | None = None  # finetune only (default 1e-3 with scratch, else the recipe's)
-    sort_by: str = "accuracy"
-    command: str | None = None  # how this compare was started, for the report
-    defaults_applied: dict[str, Any] = field(default_factory=dict)
-
-    def resolved(self) -> CompareConfig:
-        """A copy with every None default filled in; `defaults_applied` says which were."""
-        defaults = SCRATCH_DEFAULTS if self.scratch else PRETRAINED_DEFAULTS
-        out = dataclasses.replace(self, defaults_applied=dict(self.defaults_applied))
-        for key, value in defaults.items():
-            if getattr(out, key) is None:
-                if key == "epochs" and (out.protocol or defaults["protocol"]) == "linear":
-                    value = LINEAR_EPOCHS
-                setattr(out, key, value)
-                out.defaults_applied[key] = value
-        if out.models is None:
-            out.models = list(DEFAULT_MODELS)
-            out.defaults_applied["models"] = ",".join(DEFAULT_MODELS)
-        if out.device is None:
-            out.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if out.protocol not in PROTOCOLS:
-            raise BadInputError(f"unknown protocol {out.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-        for name in ("epochs", "batch_size", "k"):
-            value = getattr(out, name)
-            if not isinstance(value, int) or value < 1:
-                raise BadInputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if out.image_size is not None and out.image_size < 1:
-            raise BadInputError(f"image size must be positive, got {out.image_size}")
-        if out.config_overrides and not out.scratch:
-            raise BadInputError("--config-overrides change the architecture, so they need --scratch (random weights)")
-        return out
-
-    def settings(self) -> dict[str, Any]:
-        """What a model's result depends on: a saved result is reused only under equal settings."""
-        keep = (
-            "dataset",
-            "protocol",
-            "epochs",
-            "image_size",
-            "scratch",
-            "batch_size",
-            "device",
-            "config_overrides",
-            "k",
-            "seed",
-            "max_train_samples",
-            "max_eval_samples",
-            "learning_rate",
-        )
-        return {key: getattr(self, key) for key in keep}
-
-
-# --------------------------------------------------------------------------- model names
-def resolve_models(models: str | Sequence[str] | None) -> list[str]:
-    """Comma-separated names (or a list) to model names: wildcards expand over the registry
-    (`deit-*`); local folders and timm names are kept. Duplicates are dropped, order kept.
-
-    Raises:
-        BadInputError: an empty list, a pattern matching no registered name, or a name that is
-            neither registered, a folder nor a timm model.
-    """
-    from vitzoo.backends.timm_backend import is_timm_name
-
-    items = models.split(",") if isinstance(models, str) else list(models or [])
-    items = [item.strip() for item in items if item and item.strip()]
-    if not items:
-        raise BadInputError("the model list is empty; pass --models NAME[,NAME...] (`vitzoo list` shows the names)")
-    names: list[str] = []
-    for item in items:
-        if any(char in item for char in "*?[") and not os.path.exists(item):
-            matched = registry.list_models(pattern=item)
-            if not matched:
-                raise BadInputError(f"--models pattern {item!r} matches no registered model; `vitzoo list` shows them")
-            names.extend(matched)
-        elif os.path.isdir(item) or registry.is_registered(item) or is_timm_name(item):
-            names.append(item)
-        else:
-            close = registry.closest_names(item)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise BadInputError(
-                f"unknown model {item!r}: not a registered name, a local folder, or a timm model.{hint}"
-            )
-    return list(dict.fromkeys(names))
-
-
-def model_slug(name: str) -> str:
-    """A file-name-safe version of a model name or path (`runs/x/model` -> `runs-x-model`)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.normpath(name)).strip("-.") or "model"
 
 
 # --------------------------------------------------------------------------- data
@@ -211,22 +65,6 @@ def check_dataset(config: CompareConfig, splits: Any) -> None:
         )
 
 
-def _ready_batches(split: Any, zoo: Any, config: CompareConfig) -> Any:
-    """(normalised pixels, labels) batches of a split at the model's input size, in order."""
-    from vitzoo.data import eval_transform, make_loader, normalize_batch
-
-    loader = make_loader(
-        split,
-        batch_size=config.batch_size,
-        shuffle=False,
-        num_workers=config.num_workers or 0,
-        transform=eval_transform(zoo.spec.preprocessing, zoo.image_size),
-    )
-    for images, labels in loader:
-        if images.shape[0]:
-            yield normalize_batch(images, zoo.spec.preprocessing), labels
-
-
 # --------------------------------------------------------------------------- one model
 def _published(name: str, spec: Any) -> dict[str, Any]:
     """The registry's published numbers for a model, each key prefixed `published_`."""
@@ -243,14 +81,7 @@ def _published(name: str, spec: Any) -> dict[str, Any]:
 def _frozen_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any, dict[str, Any]]:
     import vitzoo
     from vitzoo.metrics import classification_metrics
-    from vitzoo.probe import (
-        cached_features,
-        extract_features,
-        feature_cache_key,
-        knn_classify,
-        linear_probe,
-        weights_fingerprint,
-    )
+    from vitzoo.probe import knn_classify, linear_probe, split_features
 
     torch.manual_seed(config.seed)  # the same random init for --scratch, run after run
     zoo = vitzoo.load(
@@ -261,21 +92,11 @@ def _frozen_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any,
         config_overrides=config.config_overrides if config.scratch else None,
         device=config.device,
     )
-    cache = os.path.join(config.output_dir, "features")
-    extra = {
-        "scratch": config.scratch,
-        "overrides": config.config_overrides or "",
-        "seed": config.seed,
-        "max_train": config.max_train_samples,
-        "max_eval": config.max_eval_samples,
-    }
-    features = {}
-    weights = weights_fingerprint(zoo.model)
-    for split_name, split in (("train", splits.train), ("eval", splits.eval)):
-        key = feature_cache_key(name, config.dataset, split_name, zoo.image_size, weights=weights, **extra)
-        features[split_name] = cached_features(
-            cache, key, lambda split=split: extract_features(zoo, _ready_batches(split, zoo, config), progress=False)
-        )
+    features = split_features(
+        zoo, splits, batch_size=config.batch_size, cache_dir=os.path.join(config.output_dir, "features"),
+        dataset=config.dataset, num_workers=config.num_workers or 0, scratch=config.scratch,
+        overrides=config.config_overrides or "", max_train=config.max_train_samples, max_eval=config.max_eval_samples,
+    )
     (train_x, train_y), (test_x, test_y) = features["train"], features["eval"]
     if config.protocol == "knn":
         _, scores = knn_classify(train_x, train_y, test_x, k=config.k, num_classes=splits.num_classes)
@@ -418,7 +239,7 @@ def run_compare(
 
     Finished models (``DIR/models/<model>.json`` with the same settings) are read, not rerun;
     a failing model becomes a row with ``status="failed"`` and its ``error``. With `write`, the
-    report is written to ``config.output_dir`` (`vitzoo.report.write_report`) and the terminal
+    report is written to ``config.output_dir`` (`vitzoo.compare.report.write_report`) and the terminal
     table printed through `echo` (default: print).
     """
     from tqdm.auto import tqdm
@@ -456,7 +277,7 @@ def run_compare(
         tqdm.write(f"  {name}: {note}, {detail}", file=sys.stderr)
     bar.close()
     if write:
-        from vitzoo.report import terminal_table, write_report
+        from vitzoo.compare.report import terminal_table, write_report
 
         write_report(rows, config)
         (echo or print)(terminal_table(rows, sort_by=config.sort_by))

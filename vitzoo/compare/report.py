@@ -3,7 +3,7 @@
     >>> pareto_front([(0.9, 100.0), (0.8, 200.0), (0.7, 150.0)])   # accuracy vs images/s, both maximised
     [True, True, False]
 
-The rows are the flat dicts of `vitzoo.compare.run_compare`; the same rows (sorted) go to every
+The rows are the flat dicts of `vitzoo.compare.runner.run_compare`; the same rows (sorted) go to every
 file, so the JSON, the CSV and the markdown table always agree.
 """
 
@@ -22,7 +22,7 @@ from vitzoo.io import atomic_write_json, atomic_write_text
 from vitzoo.plots import save_figure
 
 if TYPE_CHECKING:
-    from vitzoo.compare import CompareConfig
+    from vitzoo.compare.config import CompareConfig
 
 __all__ = ["COLUMNS", "pareto_front", "plot", "sort_rows", "terminal_table", "to_csv", "to_markdown", "write_report"]
 
