@@ -197,7 +197,7 @@ def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, 
     from vitzoo.data import normalize_batch
     from vitzoo.training.optim import build_optimizer
 
-    train_zoo = vitzoo.load(zoo.spec.name if zoo.spec.family != "timm" else zoo.spec.timm_name, pretrained=False,
+    train_zoo = vitzoo.load(zoo.spec.timm_name if zoo.spec.timm_only else zoo.spec.name, pretrained=False,
                             num_labels=10, image_size=zoo.image_size, device=device, backend=backend)
     model = train_zoo.model.train()
     step_model = torch.compile(model) if compile else model

@@ -109,6 +109,14 @@ class ModelSpec:
     def has_imagenet_head(self) -> bool:
         return self.num_classes == 1000
 
+    @property
+    def timm_only(self) -> bool:
+        """A model outside the registry that only timm runs (any timm name): its spec is a stand-in,
+        with no architecture or facts of its own, and no transformers classes."""
+        _ensure_loaded()
+        family = _FAMILIES.get(self.family)
+        return family is not None and family.timm_only
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["has_imagenet_head"] = self.has_imagenet_head
@@ -133,6 +141,10 @@ _FAMILIES: dict[str, Family] = {}
 
 
 def register_family(family: Family) -> Family:
+    for other in _FAMILIES.values():
+        claimed = set(family.model_types) & set(other.model_types)
+        if other.name != family.name and claimed:
+            raise ValueError(f"families {other.name!r} and {family.name!r} both claim model_type {sorted(claimed)}")
     _FAMILIES[family.name] = family
     return family
 
@@ -161,6 +173,35 @@ def get_family(name: str) -> Family:
 def list_families() -> list[str]:
     _ensure_loaded()
     return sorted(_FAMILIES)
+
+
+def _families_in_order() -> list[Family]:
+    _ensure_loaded()
+    rank = {name: index for index, name in enumerate(FAMILY_ORDER)}
+    return sorted(_FAMILIES.values(), key=lambda family: rank.get(family.name, len(rank)))
+
+
+def family_for_model_type(model_type: str) -> Family | None:
+    """The family that claims transformers `model_type` (see `Family.model_types`), or None."""
+    for family in _families_in_order():
+        if model_type in family.model_types:
+            return family
+    return None
+
+
+def known_model_types() -> list[str]:
+    """Every transformers `model_type` a family claims, in the families' order."""
+    return [model_type for family in _families_in_order() for model_type in family.model_types]
+
+
+def base_model_prefixes() -> list[str]:
+    """The `base_model_prefix` of every family's transformers classes ("vit", "deit", ...), once each."""
+    return list(dict.fromkeys(prefix for family in _families_in_order() for prefix in family.base_model_prefixes))
+
+
+def head_names() -> frozenset[str]:
+    """Top-level module names of the classification heads of every family's models (both libraries)."""
+    return frozenset().union(*(family.head_names for family in _families_in_order()))
 
 
 def is_registered(name: str) -> bool:

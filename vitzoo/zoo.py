@@ -22,8 +22,6 @@ from vitzoo.registry import ModelSpec, Preprocessing, get_family
 
 BACKENDS = ("transformers", "timm")
 VITZOO_FILE = "vitzoo.json"
-# transformers model_type -> vitzoo family, for folders saved without vitzoo.json
-MODEL_TYPE_FAMILY = {"vit": "vit", "deit": "deit", "beit": "beit", "vit_mae": "mae", "dinov2": "dinov2"}
 
 
 def resolve_labels(num_labels: int | None, id2label: Mapping[Any, str] | Sequence[str] | None) -> dict[int, str] | None:
@@ -93,13 +91,14 @@ def _folder_source(path: str, backend: str | None) -> _Source:
     if "spec" in meta:
         spec = ModelSpec.from_dict(meta["spec"])
     else:
-        family_name = MODEL_TYPE_FAMILY.get(config.get("model_type", ""))
-        if family_name is None:
+        # a folder saved without vitzoo.json: the family that claims its transformers model_type
+        family = registry.family_for_model_type(config.get("model_type", ""))
+        if family is None:
             raise BadInputError(
                 f"{path}: model_type {config.get('model_type')!r} is not a vision transformer vitzoo knows "
-                f"(known: {', '.join(MODEL_TYPE_FAMILY)})."
+                f"(known: {', '.join(registry.known_model_types())})."
             )
-        spec = _spec_from_transformers_folder(path, family_name, config)
+        spec = _spec_from_transformers_folder(path, family.name, config)
     return _Source(dataclasses.replace(spec, hub_id=path), "transformers", path, meta.get("task"), "transformers")
 
 
@@ -290,7 +289,7 @@ def _load_timm(
     spec = source.spec
     if task == "pretraining":
         raise BadInputError("timm models have no pretraining heads here; use backend='transformers'.")
-    arch_spec = spec if spec.family != "timm" else None
+    arch_spec = None if spec.timm_only else spec
     checkpoint = None
     arch = spec.timm_name or spec.name
     if source.folder_kind == "timm":
@@ -345,7 +344,7 @@ class ZooModel:
         self.family = get_family(spec.family)
         if backend == "timm":
             architecture = _timm_architecture(model, spec)
-            if spec.family == "timm":
+            if spec.timm_only:
                 preprocessing = timm_backend.preprocessing_of(model)
             else:
                 preprocessing = spec.preprocessing
@@ -514,7 +513,7 @@ class ZooModel:
     def vitzoo_metadata(self) -> dict[str, Any]:
         from vitzoo import __version__
 
-        spec = self.spec.to_dict() if self.spec.family != "timm" else dataclasses.asdict(self.spec)
+        spec = dataclasses.asdict(self.spec) if self.spec.timm_only else self.spec.to_dict()
         # the registry's facts are about the released checkpoint: keep them apart, and say what this
         # model is (its own size and classes; no pretraining when it started from random weights)
         released = {key: spec.get(key) for key in ("name", "hub_id", "timm_name", "pretrained_on", "num_params",
@@ -577,21 +576,14 @@ def _model_labels(model: torch.nn.Module, backend: str) -> dict[int, str] | None
 
 
 def _timm_architecture(model: torch.nn.Module, spec: ModelSpec) -> registry.Architecture | None:
-    blocks = getattr(model, "blocks", None)
-    patch_embed = getattr(model, "patch_embed", None)
-    if blocks is None or patch_embed is None:
+    """A timm model's architecture as built (overrides, image size); one that is not a vision
+    transformer (a CNN teacher) keeps the spec's. The layer-scale init is the spec's."""
+    if not timm_backend.is_vision_transformer(model):
         return spec.architecture
-    image_size = patch_embed.img_size[0] if patch_embed.img_size is not None else spec.architecture.image_size
-    return registry.Architecture(
-        image_size=image_size,
-        patch_size=patch_embed.patch_size[0],
-        hidden_size=model.embed_dim,
-        depth=len(blocks),
-        num_heads=blocks[0].attn.num_heads,
-        mlp_size=blocks[0].mlp.fc1.out_features,
-        distillation_token=getattr(model, "dist_token", None) is not None,
-        layer_scale_init=spec.architecture.layer_scale_init if spec.architecture else None,
+    arch = timm_backend.architecture_from_timm(
+        model, default_image_size=spec.architecture.image_size if spec.architecture else None
     )
+    return dataclasses.replace(arch, layer_scale_init=spec.architecture.layer_scale_init if spec.architecture else None)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import re
 from typing import Any
 
@@ -18,14 +19,19 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from vitzoo import hub
 from vitzoo.errors import BadInputError
-from vitzoo.registry import ModelSpec, get_family
+from vitzoo.registry import ModelSpec, base_model_prefixes, get_family
 
-# parameters a checkpoint may lack without anything being lost: heads, poolers, mask tokens
-# and pretraining decoders that the requested task adds on top of the encoder
-NEW_PARAMETER = re.compile(
-    r"(^|\.)(classifier|cls_classifier|distillation_classifier|pooler|mask_token|lm_head|decoder|fc_norm)(\.|$)"
-    r"|^layernorm\.|^(vit|beit|deit|dinov2)\.layernorm\."
-)
+
+@functools.cache
+def new_parameter() -> re.Pattern[str]:
+    """Parameters a checkpoint may lack without anything being lost: heads, poolers, mask tokens
+    and pretraining decoders that the requested task adds on top of the encoder, and the final
+    LayerNorm, bare or under any family's base-model prefix ("vit.", "deit.", ...)."""
+    prefixes = "|".join(map(re.escape, base_model_prefixes()))
+    return re.compile(
+        r"(^|\.)(classifier|cls_classifier|distillation_classifier|pooler|mask_token|lm_head|decoder|fc_norm)(\.|$)"
+        rf"|^layernorm\.|^({prefixes})\.layernorm\."
+    )
 
 
 @contextlib.contextmanager
@@ -125,7 +131,7 @@ def load(
             info = {"missing_keys": []}
         else:
             model, info = cls.from_pretrained(source, **kwargs)
-    lost = [key for key in info["missing_keys"] if not NEW_PARAMETER.search(key)]
+    lost = [key for key in info["missing_keys"] if not new_parameter().search(key)]
     if lost:
         shown = ", ".join(sorted(lost)[:8])
         raise BadInputError(

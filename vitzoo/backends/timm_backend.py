@@ -16,7 +16,7 @@ import torch
 
 from vitzoo import hub
 from vitzoo.errors import BadInputError, UnknownModelError
-from vitzoo.registry import ModelSpec, Preprocessing, get_family
+from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_family
 
 TIMM_CONFIG_KEYS = {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"}
 # transformers-style override names (as `--config-overrides` takes them) to timm arguments
@@ -97,6 +97,45 @@ def create(
         raise
     except OSError as error:
         raise hub.weights_not_found(arch, arch, cause=str(error).splitlines()[0]) from None
+
+
+def is_vision_transformer(model: torch.nn.Module) -> bool:
+    """Whether a timm module is a ViT-family model (patch embedding and transformer blocks)."""
+    return getattr(model, "blocks", None) is not None and getattr(model, "patch_embed", None) is not None
+
+
+def has_layer_scale(model: torch.nn.Module) -> bool:
+    block = model.blocks[0]
+    if getattr(block, "gamma_1", None) is not None:  # BEiT
+        return True
+    return hasattr(getattr(block, "ls1", None), "gamma")
+
+
+def architecture_from_timm(
+    model: torch.nn.Module, layer_scale_init: float | None = None, *, default_image_size: int | None = None
+) -> Architecture:
+    """A timm ViT-family module's architecture, in the registry's vocabulary: the one reader of a
+    timm model's shape (`ZooModel` on the timm backend, the converters).
+
+    The module does not keep its layer-scale init: a model with layer scale gets `layer_scale_init`
+    (1e-5, timm's usual, when None). A model built without a fixed size (img_size=None) gets
+    `default_image_size`, or is refused when there is none."""
+    if not is_vision_transformer(model) or not len(model.blocks):
+        raise BadInputError(f"the timm model ({type(model).__name__}) is not a vision transformer with blocks")
+    blocks, patch_embed = model.blocks, model.patch_embed
+    image_size = patch_embed.img_size[0] if patch_embed.img_size is not None else default_image_size
+    if image_size is None:
+        raise BadInputError("the timm model has no fixed image size (img_size=None); create it with one")
+    return Architecture(
+        image_size=image_size,
+        patch_size=patch_embed.patch_size[0],
+        hidden_size=model.embed_dim,
+        depth=len(blocks),
+        num_heads=blocks[0].attn.num_heads,
+        mlp_size=blocks[0].mlp.fc1.out_features,
+        distillation_token=getattr(model, "dist_token", None) is not None,
+        layer_scale_init=(layer_scale_init or 1e-5) if has_layer_scale(model) else None,
+    )
 
 
 def preprocessing_of(model: torch.nn.Module) -> Preprocessing:

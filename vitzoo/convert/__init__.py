@@ -12,10 +12,10 @@
 The key maps (one declarative table per family) live in `vitzoo.convert.keymaps`.
 """
 
+from vitzoo.backends.timm_backend import architecture_from_timm
 from vitzoo.convert.export import convert, load_source, spec_for_timm_model
 from vitzoo.convert.keymaps import CONVERTIBLE_FAMILIES, KEYMAPS, keymap_for
 from vitzoo.convert.models import (
-    architecture_from_timm,
     convert_state_dict,
     family_for_timm_name,
     preprocessing_from_timm,

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from vitzoo import registry
+from vitzoo.backends.timm_backend import architecture_from_timm
 from vitzoo.convert.keymaps import CONVERTIBLE_FAMILIES
 from vitzoo.convert.models import (
-    architecture_from_timm,
     family_for_timm_name,
     preprocessing_from_timm,
     set_layer_norm_eps,
@@ -103,7 +103,7 @@ def load_source(src: str | os.PathLike, to: str, scratch: bool = False) -> Sourc
         if zoo.backend == to:
             raise BadInputError(f"{src} already holds a {to} model; convert it --to {other}")
         spec = zoo.spec
-        if spec.family == "timm":  # a timm folder saved without vitzoo.json
+        if spec.timm_only:  # a timm folder saved without vitzoo.json
             spec = spec_for_timm_model(spec.timm_name or spec.name, zoo.model)
         return Source(zoo.model, spec, zoo.backend, zoo.task, zoo.id2label, f"{zoo.backend} folder {src}", True)
     if registry.is_registered(src):

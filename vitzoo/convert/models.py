@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from vitzoo.backends.timm_backend import architecture_from_timm
 from vitzoo.convert.keymaps import KeyMap, check_against, keymap_for, timm_to_transformers, transformers_to_timm
 from vitzoo.errors import BadInputError
-from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_family
+from vitzoo.registry import ModelSpec, Preprocessing, family_for_model_type, get_family
 
 # timm architecture names outside the registry -> (family, distilled), first match wins
 TIMM_NAME_FAMILIES = (
@@ -32,7 +33,6 @@ TIMM_NAME_FAMILIES = (
 )
 # timm classes -> the family a message suggests when a model of the wrong family is given
 TIMM_CLASS_HINT = {"Beit": "beit", "VisionTransformerDistilled": "deit (distilled)", "VisionTransformer": "vit"}
-MODEL_TYPE_HINT = {"beit": "beit", "deit": "deit (distilled)", "vit": "vit", "vit_mae": "mae", "dinov2": "dinov2"}
 
 
 # --------------------------------------------------------------------------- timm side helpers
@@ -62,33 +62,6 @@ def set_layer_norm_eps(model: nn.Module, eps: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
             module.eps = eps
-
-
-def _has_layer_scale(model: nn.Module) -> bool:
-    block = model.blocks[0]
-    if getattr(block, "gamma_1", None) is not None:  # BEiT
-        return True
-    return hasattr(getattr(block, "ls1", None), "gamma")
-
-
-def architecture_from_timm(model: nn.Module, layer_scale_init: float | None = None) -> Architecture:
-    """A timm ViT-family module's architecture, in the registry's vocabulary."""
-    blocks = getattr(model, "blocks", None)
-    patch_embed = getattr(model, "patch_embed", None)
-    if blocks is None or patch_embed is None or not len(blocks):
-        raise BadInputError(f"the timm model ({type(model).__name__}) is not a vision transformer with blocks")
-    if patch_embed.img_size is None:
-        raise BadInputError("the timm model has no fixed image size (img_size=None); create it with one")
-    return Architecture(
-        image_size=patch_embed.img_size[0],
-        patch_size=patch_embed.patch_size[0],
-        hidden_size=model.embed_dim,
-        depth=len(blocks),
-        num_heads=blocks[0].attn.num_heads,
-        mlp_size=blocks[0].mlp.fc1.out_features,
-        distillation_token=getattr(model, "dist_token", None) is not None,
-        layer_scale_init=(layer_scale_init or 1e-5) if _has_layer_scale(model) else None,
-    )
 
 
 def _check_timm_model(model: nn.Module, keymap: KeyMap, spec: ModelSpec) -> None:
@@ -161,14 +134,7 @@ def to_transformers(timm_model: nn.Module, spec: ModelSpec, id2label: dict[int, 
     config = family.build_config(target_spec, task, **label_kwargs(labels if task == "classification" else None))
     config.layer_norm_eps = timm_layer_norm_eps(timm_model)
     state = timm_model.state_dict()
-    if config.model_type in ("vit", "deit", "vit_mae", "dinov2"):
-        config.qkv_bias = any(key.endswith("attn.qkv.bias") for key in state)
-    if config.model_type == "beit":
-        config.use_absolute_position_embeddings = "pos_embed" in state
-        config.use_shared_relative_position_bias = "rel_pos_bias.relative_position_bias_table" in state
-        config.use_relative_position_bias = any(key.endswith("attn.relative_position_bias_table") for key in state)
-        config.use_mask_token = False
-        config.layer_scale_init_value = arch.layer_scale_init or 0.0
+    family.config_from_timm_state(config, state, arch)
     cls = family.transformers_class(target_spec, task)
     with quiet_transformers():
         model = cls(config, **family.features_kwargs) if task == "features" else cls(config)
@@ -259,7 +225,8 @@ def to_timm(hf_model: PreTrainedModel, spec: ModelSpec) -> nn.Module:
     model_type = getattr(config, "model_type", None)
     keymap = keymap_for(spec.family, distilled=model_type == "deit")
     if model_type not in keymap.model_types:
-        hint = MODEL_TYPE_HINT.get(model_type, "not a convertible family")
+        claimant = family_for_model_type(model_type)
+        hint = claimant.describe_model_type(model_type) if claimant is not None else "not a convertible family"
         raise BadInputError(
             f"wrong family: {spec.name} is a {keymap.title} model (transformers model_type "
             f"{' or '.join(keymap.model_types)}), but the transformers model given is {type(hf_model).__name__} "
@@ -268,10 +235,7 @@ def to_timm(hf_model: PreTrainedModel, spec: ModelSpec) -> nn.Module:
     hf_model = _encoder_of(hf_model, keymap)
     config = hf_model.config
     family = get_family(spec.family)
-    if getattr(config, "use_swiglu_ffn", False):
-        raise BadInputError("DINOv2 models with a SwiGLU MLP (giant) are not supported by this converter")
-    if model_type == "beit" and not getattr(config, "use_mean_pooling", True):
-        raise BadInputError("BEiT models without mean pooling (use_mean_pooling=False) have no timm counterpart here")
+    family.check_timm_convertible(config)
     if getattr(config, "hidden_act", "gelu") != "gelu":
         raise BadInputError(f"hidden_act={config.hidden_act!r}: timm's {keymap.title} uses exact GELU ('gelu')")
     arch = family.architecture_from_config(config)
@@ -280,18 +244,7 @@ def to_timm(hf_model: PreTrainedModel, spec: ModelSpec) -> nn.Module:
     num_classes = int(config.num_labels) if hf_model.base_model is not hf_model else 0
     kwargs = family.timm_kwargs(arch)
     kwargs["num_classes"] = num_classes
-    if model_type == "beit":
-        kwargs.update(
-            use_abs_pos_emb=f"{prefix}embeddings.position_embeddings" in state,
-            use_rel_pos_bias=any(k.endswith("relative_position_bias.relative_position_bias_table") for k in state)
-            and not any(k.endswith("shared_position_bias.relative_position_bias_table") for k in state),
-            use_shared_rel_pos_bias=any(k.endswith("shared_position_bias.relative_position_bias_table") for k in state),
-            init_values=config.layer_scale_init_value if config.layer_scale_init_value > 0 else None,
-        )
-    else:
-        kwargs["qkv_bias"] = bool(getattr(config, "qkv_bias", True))
-    if model_type == "dinov2":
-        kwargs["init_values"] = config.layerscale_value
+    kwargs.update(family.timm_kwargs_from_transformers(config, state, prefix))
     arch_name = timm_arch_name(spec, keymap)
     model = timm.create_model(arch_name, pretrained=False, **kwargs)
     set_layer_norm_eps(model, float(config.layer_norm_eps))

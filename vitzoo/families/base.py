@@ -27,11 +27,24 @@ class Family:
     """Default behaviour: a plain ViT with a CLS token, as transformers' `ViT*` classes."""
 
     name: ClassVar[str]
+    # how prose (model cards, figures) writes the family's name; default: `name`
+    label: ClassVar[str]
     paper_title: ClassVar[str]
     paper_url: ClassVar[str]
     citation: ClassVar[str]
-    # transformers `model_type` values of this family's checkpoints, to recognise local folders
+    # transformers `model_type` values that identify this family's checkpoints: a folder saved
+    # without vitzoo.json loads as the family that claims its model_type. One family per value
+    # (`registry.register_family` checks): DeiT's plain checkpoints and DINO's are model_type
+    # "vit", so only the ViT family claims "vit".
     model_types: ClassVar[tuple[str, ...]] = ()
+    # `base_model_prefix` of this family's transformers classes: a model with a head keeps its
+    # encoder under it ("vit.", "deit.", ...)
+    base_model_prefixes: ClassVar[tuple[str, ...]] = ("vit",)
+    # top-level module names of the classification heads, transformers' (`classifier*`) and timm's
+    # (`head*`): what linear probing trains
+    head_names: ClassVar[frozenset[str]] = frozenset({"classifier", "head"})
+    # models outside the registry that only timm runs (no spec of their own, no transformers classes)
+    timm_only: ClassVar[bool] = False
     # transformers class per task; None means the family has no such model
     classes: ClassVar[dict[str, str | None]] = {
         "classification": "ViTForImageClassification",
@@ -43,6 +56,11 @@ class Family:
     features_kwargs: ClassVar[dict[str, Any]] = {"add_pooling_layer": False}
     # a family whose models accept any input size (interpolating position embeddings on the fly)
     dynamic_image_size: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "label" not in cls.__dict__:
+            cls.label = cls.name
 
     # ----------------------------------------------------------------- transformers side
     def init_scratch(self, model: PreTrainedModel) -> None:
@@ -175,6 +193,11 @@ class Family:
             )
         return out
 
+    def scratch_pretraining_overrides(self, method: str) -> dict[str, Any]:
+        """Config fields a randomly initialised model of this family needs before the masked-image
+        `method` ("mae", "beit", "simmim") pretrains it; the user's own overrides win."""
+        return {}
+
     def resize_model(self, model: PreTrainedModel, arch: Architecture, new_size: int) -> PreTrainedModel:
         """The same model (same weights) for a new input size, position embeddings interpolated."""
         config = copy.deepcopy(model.config)
@@ -195,6 +218,28 @@ class Family:
             "num_heads": arch.num_heads,
             "mlp_ratio": arch.mlp_size / arch.hidden_size,
         }
+
+    # ------------------------------------------------------ timm <-> transformers conversion
+    def config_from_timm_state(
+        self, config: PretrainedConfig, state: dict[str, torch.Tensor], arch: Architecture
+    ) -> None:
+        """Set the transformers config fields that a timm model's state dict decides (`to_transformers`):
+        here, whether attention has a qkv bias."""
+        config.qkv_bias = any(key.endswith("attn.qkv.bias") for key in state)
+
+    def describe_model_type(self, model_type: str) -> str:
+        """How a message names this family's checkpoints of a transformers `model_type` it claims."""
+        return self.name
+
+    def check_timm_convertible(self, config: PretrainedConfig) -> None:
+        """Refuse (BadInputError) a transformers config whose model has no timm counterpart (`to_timm`)."""
+
+    def timm_kwargs_from_transformers(
+        self, config: PretrainedConfig, state: dict[str, torch.Tensor], prefix: str
+    ) -> dict[str, Any]:
+        """timm `create_model` arguments, besides `timm_kwargs`, that a transformers model's config and
+        state dict decide (`to_timm`; `prefix` is its base-model prefix, "" without a head)."""
+        return {"qkv_bias": bool(getattr(config, "qkv_bias", True))}
 
     def timm_arch_for(self, spec: ModelSpec) -> str:
         if spec.timm_name is None:

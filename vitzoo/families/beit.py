@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 
+from vitzoo.errors import BadInputError
 from vitzoo.families.base import Family
 from vitzoo.registry import HALF_MEAN, HALF_STD, Architecture, ModelSpec, Preprocessing, register, register_family
 
 
 class BEiT(Family):
     name = "beit"
+    label = "BEiT"
     paper_title = "BEiT: BERT Pre-Training of Image Transformers"
     paper_url = "https://arxiv.org/abs/2106.08254"
     citation = """@inproceedings{bao2022beit,
@@ -28,6 +30,7 @@ class BEiT(Family):
   year={2022}
 }"""
     model_types = ("beit",)
+    base_model_prefixes = ("beit",)
     classes = {
         "classification": "BeitForImageClassification",
         "features": "BeitModel",
@@ -107,13 +110,49 @@ class BEiT(Family):
             kwargs["init_values"] = arch.layer_scale_init
         return kwargs
 
+    def scratch_pretraining_overrides(self, method: str) -> dict[str, Any]:
+        if method != "beit":
+            return {}
+        # the shared relative position bias starts at zero, so a new BEiT alone cannot tell masked
+        # positions apart until it has learnt one: learned absolute positions give it that from step 1
+        return {"use_absolute_position_embeddings": True}
+
+    def config_from_timm_state(self, config, state: dict[str, torch.Tensor], arch: Architecture) -> None:
+        """Which position embeddings and biases the timm model has, and its layer scale (no qkv_bias
+        field: BEiT's attention always has a query and value bias)."""
+        config.use_absolute_position_embeddings = "pos_embed" in state
+        config.use_shared_relative_position_bias = "rel_pos_bias.relative_position_bias_table" in state
+        config.use_relative_position_bias = any(key.endswith("attn.relative_position_bias_table") for key in state)
+        config.use_mask_token = False
+        config.layer_scale_init_value = arch.layer_scale_init or 0.0
+
+    def check_timm_convertible(self, config) -> None:
+        if not getattr(config, "use_mean_pooling", True):
+            raise BadInputError(
+                "BEiT models without mean pooling (use_mean_pooling=False) have no timm counterpart here"
+            )
+
+    def timm_kwargs_from_transformers(self, config, state: dict[str, torch.Tensor], prefix: str) -> dict[str, Any]:
+        shared = any(k.endswith("shared_position_bias.relative_position_bias_table") for k in state)
+        return {
+            "use_abs_pos_emb": f"{prefix}embeddings.position_embeddings" in state,
+            "use_rel_pos_bias": any(k.endswith("relative_position_bias.relative_position_bias_table") for k in state)
+            and not shared,
+            "use_shared_rel_pos_bias": shared,
+            "init_values": config.layer_scale_init_value if config.layer_scale_init_value > 0 else None,
+        }
+
 
 register_family(BEiT())
 
 # microsoft/beit-*: BeitImageProcessor, squash to 224x224, bilinear, mean = std = 0.5
 BEIT_PREP = Preprocessing(resize_size=224, interpolation="bilinear", mean=HALF_MEAN, std=HALF_STD)
-BASE = Architecture(224, 16, 768, 12, 12, 3072, layer_scale_init=0.1)
-LARGE = Architecture(224, 16, 1024, 24, 16, 4096, layer_scale_init=1e-5)
+BASE = Architecture(
+    image_size=224, patch_size=16, hidden_size=768, depth=12, num_heads=12, mlp_size=3072, layer_scale_init=0.1
+)
+LARGE = Architecture(
+    image_size=224, patch_size=16, hidden_size=1024, depth=24, num_heads=16, mlp_size=4096, layer_scale_init=1e-5
+)
 
 register(
     ModelSpec(

@@ -20,6 +20,7 @@ from vitzoo.registry import HALF_MEAN, HALF_STD, Architecture, ModelSpec, Prepro
 
 class DeiT(Family):
     name = "deit"
+    label = "DeiT"
     paper_title = "Training data-efficient image transformers & distillation through attention"
     paper_url = "https://arxiv.org/abs/2012.12877"
     citation = """@inproceedings{touvron2021deit,
@@ -28,7 +29,11 @@ class DeiT(Family):
   booktitle={International Conference on Machine Learning},
   year={2021}
 }"""
-    model_types = ("deit",)
+    model_types = ("deit",)  # the distilled checkpoints; the plain ones are model_type "vit"
+    base_model_prefixes = ("vit", "deit")  # plain: ViT's classes; distilled: DeiT's
+    # and the distilled classifiers' two heads: transformers' `cls_classifier` and
+    # `distillation_classifier`, timm's `head` and `head_dist`
+    head_names = Family.head_names | {"cls_classifier", "distillation_classifier", "head_dist"}
     distilled_classes: dict[str, str | None] = {
         "classification": "DeiTForImageClassificationWithTeacher",
         "features": "DeiTModel",
@@ -55,6 +60,9 @@ class DeiT(Family):
         arch = super().architecture_from_config(config)
         return dataclasses.replace(arch, distillation_token=config.model_type == "deit")
 
+    def describe_model_type(self, model_type: str) -> str:
+        return "deit (distilled)"  # model_type "deit" is only ever a distilled checkpoint
+
     def pool(self, outputs: Any, arch: Architecture) -> torch.Tensor:
         hidden = outputs.last_hidden_state
         if arch.distillation_token:
@@ -70,51 +78,138 @@ register_family(DeiT())
 # (squash to 224, bilinear, mean/std 0.5) -- not the paper's evaluation pipeline, which timm keeps.
 # vitzoo follows the published files, as a transformers user gets them.
 DISTILLED_PREP = Preprocessing(resize_size=256, crop_size=224, interpolation="bicubic")
+TINY_DISTILLED_PREP = Preprocessing(resize_size=224, crop_size=224, interpolation="bicubic")
 PLAIN_PREP = Preprocessing(resize_size=224, interpolation="bilinear", mean=HALF_MEAN, std=HALF_STD)
-PREPROCESSING = {
-    (size, distilled): PLAIN_PREP if not distilled else DISTILLED_PREP for size in ("tiny", "small", "base")
-    for distilled in (False, True)
-}
-PREPROCESSING[("tiny", True)] = Preprocessing(resize_size=224, crop_size=224, interpolation="bicubic")
-SIZES = {
-    "tiny": dict(hidden_size=192, num_heads=3, top1=72.2, distilled_top1=74.5),
-    "small": dict(hidden_size=384, num_heads=6, top1=79.8, distilled_top1=81.2),
-    "base": dict(hidden_size=768, num_heads=12, top1=81.8, distilled_top1=83.4),
-}
-PARAMS = {
-    ("tiny", False): 5_717_416,
-    ("small", False): 22_050_664,
-    ("base", False): 86_567_656,
-    ("tiny", True): 5_910_800,
-    ("small", True): 22_436_432,
-    ("base", True): 87_338_192,
-}
 
-for size, info in SIZES.items():
-    for distilled in (False, True):
-        suffix = "-distilled" if distilled else ""
-        hub_suffix = "distilled-" if distilled else ""
-        register(
-            ModelSpec(
-                name=f"deit-{size}{suffix}",
-                family="deit",
-                hub_id=f"facebook/deit-{size}-{hub_suffix}patch16-224",
-                timm_name=f"deit_{size}_{hub_suffix.replace('-', '_')}patch16_224.fb_in1k",
-                architecture=Architecture(
-                    image_size=224,
-                    patch_size=16,
-                    hidden_size=info["hidden_size"],
-                    depth=12,
-                    num_heads=info["num_heads"],
-                    mlp_size=4 * info["hidden_size"],
-                    distillation_token=distilled,
-                ),
-                preprocessing=PREPROCESSING[(size, distilled)],
-                pretraining="distilled" if distilled else "supervised",
-                pretrained_on="ImageNet-1k",
-                method="hard distillation from a RegNetY-16GF teacher" if distilled else "supervised classification",
-                num_classes=1000,
-                num_params=PARAMS[(size, distilled)],
-                published={"imagenet_top1": info["distilled_top1" if distilled else "top1"]},
-            )
-        )
+# published: ImageNet-1k top-1 from the DeiT paper
+register(
+    ModelSpec(
+        name="deit-tiny",
+        family="deit",
+        hub_id="facebook/deit-tiny-patch16-224",
+        timm_name="deit_tiny_patch16_224.fb_in1k",
+        architecture=Architecture(
+            image_size=224,
+            patch_size=16,
+            hidden_size=192,
+            depth=12,
+            num_heads=3,
+            mlp_size=768,
+        ),
+        preprocessing=PLAIN_PREP,
+        pretraining="supervised",
+        pretrained_on="ImageNet-1k",
+        method="supervised classification",
+        num_classes=1000,
+        num_params=5_717_416,
+        published={"imagenet_top1": 72.2},
+    ),
+    ModelSpec(
+        name="deit-tiny-distilled",
+        family="deit",
+        hub_id="facebook/deit-tiny-distilled-patch16-224",
+        timm_name="deit_tiny_distilled_patch16_224.fb_in1k",
+        architecture=Architecture(
+            image_size=224,
+            patch_size=16,
+            hidden_size=192,
+            depth=12,
+            num_heads=3,
+            mlp_size=768,
+            distillation_token=True,
+        ),
+        preprocessing=TINY_DISTILLED_PREP,
+        pretraining="distilled",
+        pretrained_on="ImageNet-1k",
+        method="hard distillation from a RegNetY-16GF teacher",
+        num_classes=1000,
+        num_params=5_910_800,
+        published={"imagenet_top1": 74.5},
+    ),
+    ModelSpec(
+        name="deit-small",
+        family="deit",
+        hub_id="facebook/deit-small-patch16-224",
+        timm_name="deit_small_patch16_224.fb_in1k",
+        architecture=Architecture(
+            image_size=224,
+            patch_size=16,
+            hidden_size=384,
+            depth=12,
+            num_heads=6,
+            mlp_size=1536,
+        ),
+        preprocessing=PLAIN_PREP,
+        pretraining="supervised",
+        pretrained_on="ImageNet-1k",
+        method="supervised classification",
+        num_classes=1000,
+        num_params=22_050_664,
+        published={"imagenet_top1": 79.8},
+    ),
+    ModelSpec(
+        name="deit-small-distilled",
+        family="deit",
+        hub_id="facebook/deit-small-distilled-patch16-224",
+        timm_name="deit_small_distilled_patch16_224.fb_in1k",
+        architecture=Architecture(
+            image_size=224,
+            patch_size=16,
+            hidden_size=384,
+            depth=12,
+            num_heads=6,
+            mlp_size=1536,
+            distillation_token=True,
+        ),
+        preprocessing=DISTILLED_PREP,
+        pretraining="distilled",
+        pretrained_on="ImageNet-1k",
+        method="hard distillation from a RegNetY-16GF teacher",
+        num_classes=1000,
+        num_params=22_436_432,
+        published={"imagenet_top1": 81.2},
+    ),
+    ModelSpec(
+        name="deit-base",
+        family="deit",
+        hub_id="facebook/deit-base-patch16-224",
+        timm_name="deit_base_patch16_224.fb_in1k",
+        architecture=Architecture(
+            image_size=224,
+            patch_size=16,
+            hidden_size=768,
+            depth=12,
+            num_heads=12,
+            mlp_size=3072,
+        ),
+        preprocessing=PLAIN_PREP,
+        pretraining="supervised",
+        pretrained_on="ImageNet-1k",
+        method="supervised classification",
+        num_classes=1000,
+        num_params=86_567_656,
+        published={"imagenet_top1": 81.8},
+    ),
+    ModelSpec(
+        name="deit-base-distilled",
+        family="deit",
+        hub_id="facebook/deit-base-distilled-patch16-224",
+        timm_name="deit_base_distilled_patch16_224.fb_in1k",
+        architecture=Architecture(
+            image_size=224,
+            patch_size=16,
+            hidden_size=768,
+            depth=12,
+            num_heads=12,
+            mlp_size=3072,
+            distillation_token=True,
+        ),
+        preprocessing=DISTILLED_PREP,
+        pretraining="distilled",
+        pretrained_on="ImageNet-1k",
+        method="hard distillation from a RegNetY-16GF teacher",
+        num_classes=1000,
+        num_params=87_338_192,
+        published={"imagenet_top1": 83.4},
+    ),
+)

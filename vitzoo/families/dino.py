@@ -13,6 +13,7 @@ from vitzoo.registry import Architecture, ModelSpec, Preprocessing, register, re
 
 class DINO(Family):
     name = "dino"
+    label = "DINO"
     paper_title = "Emerging Properties in Self-Supervised Vision Transformers"
     paper_url = "https://arxiv.org/abs/2104.14294"
     citation = """@inproceedings{caron2021dino,
@@ -21,6 +22,9 @@ class DINO(Family):
   booktitle={International Conference on Computer Vision},
   year={2021}
 }"""
+    # the checkpoints are model_type "vit", which the ViT family claims: a DINO folder saved without
+    # vitzoo.json loads as a ViT (same classes, same CLS-token embedding)
+    model_types = ()
 
 
 register_family(DINO())
@@ -28,28 +32,59 @@ register_family(DINO())
 # facebook/dino-*: ViTImageProcessor, squash to 224x224, bilinear, ImageNet mean/std
 DINO_PREP = Preprocessing(resize_size=224, interpolation="bilinear")
 # published ImageNet results of the frozen backbones (DINO paper, Table 2)
-VARIANTS = [
-    ("dino-vits16", "vits16", 16, 384, 6, "vit_small_patch16_224.dino", 21_665_664, 77.0, 74.5),
-    ("dino-vits8", "vits8", 8, 384, 6, "vit_small_patch8_224.dino", 21_670_272, 79.7, 78.3),
-    ("dino-vitb16", "vitb16", 16, 768, 12, "vit_base_patch16_224.dino", 85_798_656, 78.2, 76.1),
-    ("dino-vitb8", "vitb8", 8, 768, 12, "vit_base_patch8_224.dino", 85_807_872, 80.1, 77.4),
-]
-
 register(
-    *(
-        ModelSpec(
-            name=name,
-            family="dino",
-            hub_id=f"facebook/dino-{hub}",
-            timm_name=timm_name,
-            architecture=Architecture(224, patch, hidden, 12, heads, 4 * hidden),
-            preprocessing=DINO_PREP,
-            pretraining="self-supervised",
-            pretrained_on="ImageNet-1k (no labels)",
-            method="DINO self-distillation",
-            num_params=params,
-            published={"imagenet_linear_top1": linear, "imagenet_knn_top1": knn},
-        )
-        for name, hub, patch, hidden, heads, timm_name, params, linear, knn in VARIANTS
-    )
+    ModelSpec(
+        name="dino-vits16",
+        family="dino",
+        hub_id="facebook/dino-vits16",
+        timm_name="vit_small_patch16_224.dino",
+        architecture=Architecture(image_size=224, patch_size=16, hidden_size=384, depth=12, num_heads=6, mlp_size=1536),
+        preprocessing=DINO_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="DINO self-distillation",
+        num_params=21_665_664,
+        published={"imagenet_linear_top1": 77.0, "imagenet_knn_top1": 74.5},
+    ),
+    ModelSpec(
+        name="dino-vits8",
+        family="dino",
+        hub_id="facebook/dino-vits8",
+        timm_name="vit_small_patch8_224.dino",
+        architecture=Architecture(image_size=224, patch_size=8, hidden_size=384, depth=12, num_heads=6, mlp_size=1536),
+        preprocessing=DINO_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="DINO self-distillation",
+        num_params=21_670_272,
+        published={"imagenet_linear_top1": 79.7, "imagenet_knn_top1": 78.3},
+    ),
+    ModelSpec(
+        name="dino-vitb16",
+        family="dino",
+        hub_id="facebook/dino-vitb16",
+        timm_name="vit_base_patch16_224.dino",
+        architecture=Architecture(
+            image_size=224, patch_size=16, hidden_size=768, depth=12, num_heads=12, mlp_size=3072
+        ),
+        preprocessing=DINO_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="DINO self-distillation",
+        num_params=85_798_656,
+        published={"imagenet_linear_top1": 78.2, "imagenet_knn_top1": 76.1},
+    ),
+    ModelSpec(
+        name="dino-vitb8",
+        family="dino",
+        hub_id="facebook/dino-vitb8",
+        timm_name="vit_base_patch8_224.dino",
+        architecture=Architecture(image_size=224, patch_size=8, hidden_size=768, depth=12, num_heads=12, mlp_size=3072),
+        preprocessing=DINO_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="DINO self-distillation",
+        num_params=85_807_872,
+        published={"imagenet_linear_top1": 80.1, "imagenet_knn_top1": 77.4},
+    ),
 )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitzoo.errors import BadInputError
 from vitzoo.families.base import Family
 from vitzoo.registry import Architecture, ModelSpec, Preprocessing, register, register_family
 
 
 class DINOv2(Family):
     name = "dinov2"
+    label = "DINOv2"
     paper_title = "DINOv2: Learning Robust Visual Features without Supervision"
     paper_url = "https://arxiv.org/abs/2304.07193"
     citation = """@article{oquab2024dinov2,
@@ -24,6 +26,7 @@ class DINOv2(Family):
   year={2024}
 }"""
     model_types = ("dinov2",)
+    base_model_prefixes = ("dinov2",)
     classes = {
         "classification": "Dinov2ForImageClassification",
         "features": "Dinov2Model",
@@ -58,6 +61,13 @@ class DINOv2(Family):
         kwargs.update(dynamic_img_size=True, init_values=arch.layer_scale_init or 1.0)
         return kwargs
 
+    def check_timm_convertible(self, config) -> None:
+        if getattr(config, "use_swiglu_ffn", False):
+            raise BadInputError("DINOv2 models with a SwiGLU MLP (giant) are not supported by this converter")
+
+    def timm_kwargs_from_transformers(self, config, state: dict[str, Any], prefix: str) -> dict[str, Any]:
+        return {**super().timm_kwargs_from_transformers(config, state, prefix), "init_values": config.layerscale_value}
+
 
 register_family(DINOv2())
 
@@ -70,7 +80,9 @@ register(
         family="dinov2",
         hub_id="facebook/dinov2-small",
         timm_name="vit_small_patch14_dinov2.lvd142m",
-        architecture=Architecture(518, 14, 384, 12, 6, 1536, layer_scale_init=1e-5),
+        architecture=Architecture(
+            image_size=518, patch_size=14, hidden_size=384, depth=12, num_heads=6, mlp_size=1536, layer_scale_init=1e-5
+        ),
         preprocessing=DINOV2_PREP,
         pretraining="self-supervised",
         pretrained_on="LVD-142M (no labels)",
@@ -83,7 +95,9 @@ register(
         family="dinov2",
         hub_id="facebook/dinov2-base",
         timm_name="vit_base_patch14_dinov2.lvd142m",
-        architecture=Architecture(518, 14, 768, 12, 12, 3072, layer_scale_init=1e-5),
+        architecture=Architecture(
+            image_size=518, patch_size=14, hidden_size=768, depth=12, num_heads=12, mlp_size=3072, layer_scale_init=1e-5
+        ),
         preprocessing=DINOV2_PREP,
         pretraining="self-supervised",
         pretrained_on="LVD-142M (no labels)",

@@ -21,6 +21,7 @@ from vitzoo.registry import Architecture, ModelSpec, Preprocessing, register, re
 
 class MAE(Family):
     name = "mae"
+    label = "MAE"
     paper_title = "Masked Autoencoders Are Scalable Vision Learners"
     paper_url = "https://arxiv.org/abs/2111.06377"
     citation = """@inproceedings{he2022mae,
@@ -130,30 +131,59 @@ register_family(MAE())
 # facebook/vit-mae-*: ViTImageProcessor, squash to 224x224, bilinear, ImageNet mean/std
 MAE_PREP = Preprocessing(resize_size=224, interpolation="bilinear")
 # published: ImageNet top-1 after end-to-end fine-tuning (MAE paper, Table 3)
-VARIANTS = [
-    ("mae-base", "base", 16, 768, 12, 12, "vit_base_patch16_224.mae", 85_798_656, 83.6),
-    ("mae-large", "large", 16, 1024, 24, 16, "vit_large_patch16_224.mae", 303_301_632, 85.9),
-    ("mae-huge", "huge", 14, 1280, 32, 16, "vit_huge_patch14_224.mae", 630_764_800, 86.9),
-]
-
 register(
-    *(
-        ModelSpec(
-            name=name,
-            family="mae",
-            hub_id=f"facebook/vit-mae-{hub}",
-            timm_name=timm_name,
-            architecture=Architecture(224, patch, hidden, depth, heads, 4 * hidden),
-            preprocessing=MAE_PREP,
-            pretraining="self-supervised",
-            pretrained_on="ImageNet-1k (no labels)",
-            method="masked autoencoding, 75% of patches masked",
-            license="cc-by-nc-4.0",
-            num_params=params,
-            published={"imagenet_finetuned_top1": top1},
-            notes="num_params counts the encoder; the Hub checkpoint also holds the pretraining decoder.",
-            checkpoint_task="pretraining",
-        )
-        for name, hub, patch, hidden, depth, heads, timm_name, params, top1 in VARIANTS
-    )
+    ModelSpec(
+        name="mae-base",
+        family="mae",
+        hub_id="facebook/vit-mae-base",
+        timm_name="vit_base_patch16_224.mae",
+        architecture=Architecture(
+            image_size=224, patch_size=16, hidden_size=768, depth=12, num_heads=12, mlp_size=3072
+        ),
+        preprocessing=MAE_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="masked autoencoding, 75% of patches masked",
+        license="cc-by-nc-4.0",
+        num_params=85_798_656,
+        published={"imagenet_finetuned_top1": 83.6},
+        notes="num_params counts the encoder; the Hub checkpoint also holds the pretraining decoder.",
+        checkpoint_task="pretraining",
+    ),
+    ModelSpec(
+        name="mae-large",
+        family="mae",
+        hub_id="facebook/vit-mae-large",
+        timm_name="vit_large_patch16_224.mae",
+        architecture=Architecture(
+            image_size=224, patch_size=16, hidden_size=1024, depth=24, num_heads=16, mlp_size=4096
+        ),
+        preprocessing=MAE_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="masked autoencoding, 75% of patches masked",
+        license="cc-by-nc-4.0",
+        num_params=303_301_632,
+        published={"imagenet_finetuned_top1": 85.9},
+        notes="num_params counts the encoder; the Hub checkpoint also holds the pretraining decoder.",
+        checkpoint_task="pretraining",
+    ),
+    ModelSpec(
+        name="mae-huge",
+        family="mae",
+        hub_id="facebook/vit-mae-huge",
+        timm_name="vit_huge_patch14_224.mae",
+        architecture=Architecture(
+            image_size=224, patch_size=14, hidden_size=1280, depth=32, num_heads=16, mlp_size=5120
+        ),
+        preprocessing=MAE_PREP,
+        pretraining="self-supervised",
+        pretrained_on="ImageNet-1k (no labels)",
+        method="masked autoencoding, 75% of patches masked",
+        license="cc-by-nc-4.0",
+        num_params=630_764_800,
+        published={"imagenet_finetuned_top1": 86.9},
+        notes="num_params counts the encoder; the Hub checkpoint also holds the pretraining decoder.",
+        checkpoint_task="pretraining",
+    ),
 )

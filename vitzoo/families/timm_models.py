@@ -22,6 +22,8 @@ class TimmModels(Family):
   howpublished={\\url{https://github.com/rwightman/pytorch-image-models}}
 }"""
     classes = {"classification": None, "features": None, "pretraining": None}
+    base_model_prefixes = ()
+    timm_only = True
 
 
 register_family(TimmModels())

@@ -8,6 +8,7 @@ from vitzoo.registry import HALF_MEAN, HALF_STD, Architecture, ModelSpec, Prepro
 
 class ViT(Family):
     name = "vit"
+    label = "ViT"
     paper_title = "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale"
     paper_url = "https://arxiv.org/abs/2010.11929"
     citation = """@inproceedings{dosovitskiy2021vit,

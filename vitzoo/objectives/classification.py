@@ -11,11 +11,9 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from vitzoo.data import mixup_fn
 from vitzoo.errors import BadInputError
+from vitzoo.registry import head_names
 from vitzoo.training.engine import evaluate_classifier, forward_logits
 from vitzoo.training.objective import Context, Objective
-
-# the classification heads of transformers (`classifier*`) and timm (`head*`) models
-HEAD_NAMES = {"classifier", "cls_classifier", "distillation_classifier", "head", "head_dist"}
 
 
 class Classification(Objective):
@@ -49,8 +47,9 @@ class Classification(Objective):
 def freeze_all_but_head(model: torch.nn.Module) -> None:
     """Linear probing: only the classifier (transformers `classifier*`, timm `head*`) trains."""
     trainable = 0
+    heads = head_names()  # every family's (Family.head_names)
     for name, parameter in model.named_parameters():
-        is_head = name.split(".")[0] in HEAD_NAMES
+        is_head = name.split(".")[0] in heads
         parameter.requires_grad_(is_head)
         trainable += parameter.numel() if is_head else 0
     if trainable == 0:

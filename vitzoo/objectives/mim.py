@@ -214,7 +214,8 @@ class BEiTObjective(MaskedImageModeling):
 # --------------------------------------------------------------------------- building one from arguments
 def pretraining_overrides(args: Any) -> dict[str, Any] | None:
     """--config-overrides plus the method's own architecture needs (MAE's decoder flags; for scratch
-    models SimMIM's decoder stride and BEiT's vocabulary and absolute positions)."""
+    models SimMIM's decoder stride, BEiT's vocabulary, and the family's own needs: BEiT's absolute positions)."""
+    from vitzoo.registry import family_for_model_type
     from vitzoo.zoo import parse_overrides
 
     overrides = parse_overrides(args.config_overrides)
@@ -233,12 +234,13 @@ def pretraining_overrides(args: Any) -> dict[str, Any] | None:
         patch = overrides.get("patch_size") or (get_spec(args.model).architecture.patch_size if is_registered(args.model) else None)
         if patch:
             overrides.setdefault("encoder_stride", patch)
-    if args.method == "beit":
-        if args.tokenizer is None:
-            overrides.setdefault("vocab_size", args.tokenizer_vocab_size)
-        # the shared relative position bias starts at zero, so a new BEiT alone cannot tell masked
-        # positions apart until it has learnt one: learned absolute positions give it that from step 1
-        overrides.setdefault("use_absolute_position_embeddings", True)
+    if args.method == "beit" and args.tokenizer is None:
+        overrides.setdefault("vocab_size", args.tokenizer_vocab_size)
+    # what the families of the models this method pretrains need of a new model (BEiT: absolute positions)
+    for model_type in MODEL_TYPES.get(args.method, ()):
+        family = family_for_model_type(model_type)
+        for key, value in (family.scratch_pretraining_overrides(args.method) if family else {}).items():
+            overrides.setdefault(key, value)
     return overrides
 
 
