@@ -5,10 +5,10 @@
 ['deit-tiny', 'deit-tiny-distilled']
 """
 
-__version__ = "0.1.0"
-
+import vitzoo.families  # noqa: F401, I001  (every family file registers its checkpoints)
 from vitzoo.errors import BadInputError, UnknownModelError, VitzooError, WeightsNotFoundError
 from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_spec, list_families, list_models
+from vitzoo.version import __version__
 from vitzoo.zoo import ZooModel, load
 
 __all__ = [

@@ -511,7 +511,7 @@ class ZooModel:
 
     # ------------------------------------------------------------------ saving
     def vitzoo_metadata(self) -> dict[str, Any]:
-        from vitzoo import __version__
+        from vitzoo.version import __version__
 
         spec = dataclasses.asdict(self.spec) if self.spec.timm_only else self.spec.to_dict()
         # the registry's facts are about the released checkpoint: keep them apart, and say what this

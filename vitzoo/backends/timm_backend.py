@@ -18,7 +18,6 @@ from vitzoo import hub
 from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_family
 
-TIMM_CONFIG_KEYS = {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"}
 # transformers-style override names (as `--config-overrides` takes them) to timm arguments
 OVERRIDE_NAMES = {
     "hidden_size": "embed_dim",

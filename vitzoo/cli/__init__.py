@@ -11,8 +11,8 @@ import importlib
 import pkgutil
 import sys
 
-from vitzoo import __version__
 from vitzoo.errors import VitzooError, redact_tokens
+from vitzoo.version import __version__
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -212,7 +212,7 @@ def convert(src: str | os.PathLike, to: str, output: str | os.PathLike, scratch:
     Returns a summary: the output folder, the classes, the largest output difference between
     source and converted model on a random batch, and notes.
     """
-    from vitzoo import __version__
+    from vitzoo.version import __version__
     from vitzoo.zoo import VITZOO_FILE, ZooModel
 
     source = load_source(src, to, scratch)

@@ -14,7 +14,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from vitzoo.errors import BadInputError
-from vitzoo.registry import Architecture, ModelSpec
+from vitzoo.specs import Architecture, ModelSpec
 
 TASKS = ("classification", "features", "pretraining")
 
