@@ -80,7 +80,7 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
 
     # ---- optimisation: MAE's linear scaling rule and betas
     total_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    learning_rate = args.learning_rate or args.blr * total_batch / 256
+    learning_rate = args.learning_rate if args.learning_rate is not None else args.blr * total_batch / 256
     accelerator.print(f"learning rate {learning_rate:.3g} (total batch {total_batch})")
     metadata = {"recipe": "pretrain", "method": args.method, "mask_ratio": args.mask_ratio, "learning_rate": learning_rate}
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,

@@ -76,7 +76,8 @@ def fit(
     (pretraining's --blr scaling).
     """
     plan = plan_steps(args, train_loader, accelerator)
-    optimizer = build_optimizer(model, learning_rate=learning_rate or args.learning_rate, weight_decay=args.weight_decay,
+    base_rate = args.learning_rate if learning_rate is None else learning_rate
+    optimizer = build_optimizer(model, learning_rate=base_rate, weight_decay=args.weight_decay,
                                 layer_decay=args.layer_decay, depth=zoo.spec.architecture.depth, betas=betas)
     scheduler = build_scheduler(optimizer, total_steps=plan.total_steps,
                                 warmup_steps=int(args.warmup_ratio * plan.total_steps), min_lr=args.min_learning_rate)
