@@ -1,4 +1,5 @@
-"""Recipe arguments: one dataclass per recipe and method, composed from shared groups.
+"""Recipe arguments: one dataclass per recipe and method, composed from shared groups (the bases
+are listed last-first, so that `--help` shows data, model, training, Hub, then the method's own).
 
 Groups: data, model, training (what the shared loop reads), Hub, weight EMA and classification
 augmentation; each method adds its own fields. `parse("distill", argv)` picks the method's class
@@ -148,16 +149,16 @@ class AugmentationArguments:
 
 
 @dataclass
-class FinetuneArguments(DataArguments, ModelArguments, BackendArguments, TrainingArguments, HubArguments,
-                        WeightEMAArguments, AugmentationArguments):
+class FinetuneArguments(AugmentationArguments, WeightEMAArguments, HubArguments, TrainingArguments,
+                        BackendArguments, ModelArguments, DataArguments):
     """Everything `vitzoo finetune` takes."""
 
     freeze_backbone: bool = arg(False, "train only the classification head on frozen features (linear probing)")
 
 
 @dataclass
-class DeiTArguments(DataArguments, ModelArguments, BackendArguments, TrainingArguments, HubArguments,
-                    WeightEMAArguments, AugmentationArguments):
+class DeiTArguments(AugmentationArguments, WeightEMAArguments, HubArguments, TrainingArguments, BackendArguments,
+                    ModelArguments, DataArguments):
     """`vitzoo distill --method deit`: a student learns the labels and a frozen teacher's predictions."""
 
     method: str = arg("deit", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images (`--method dino --help` lists its flags)", choices=["deit", "dino"])
@@ -173,7 +174,7 @@ class DeiTArguments(DataArguments, ModelArguments, BackendArguments, TrainingArg
 
 
 @dataclass
-class DINOArguments(DataArguments, ModelArguments, TrainingArguments, HubArguments):
+class DINOArguments(HubArguments, TrainingArguments, ModelArguments, DataArguments):
     """`vitzoo distill --method dino`: self-distillation of a transformers backbone (multi-crop needs
     interpolated positions) on unlabelled images (labels only feed the k-NN monitor)."""
 
@@ -201,7 +202,7 @@ class DINOArguments(DataArguments, ModelArguments, TrainingArguments, HubArgumen
 
 
 @dataclass
-class PretrainArguments(DataArguments, ModelArguments, TrainingArguments, HubArguments, WeightEMAArguments):
+class PretrainArguments(WeightEMAArguments, HubArguments, TrainingArguments, ModelArguments, DataArguments):
     """Masked image modelling on unlabelled images (the dataset's labels, if any, are ignored):
     what MAE, BEiT and SimMIM share."""
 
