@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vitzoo.training.engine import prepare_pixels
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
@@ -60,8 +62,6 @@ class Context:
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         """A uint8 batch as the model's normalised input (channels-last when asked)."""
-        from vitzoo.training.engine import prepare_pixels
-
         return prepare_pixels(images, self.preprocessing, self.channels_last)
 
     @property
