@@ -550,11 +550,14 @@ class ZooModel:
             if self.backend == "timm":
                 from safetensors.torch import save_file
                 from timm.models import save_for_hf
+                from timm.models._hub import save_config_for_hf  # what save_for_hf writes beside the weights
 
-                save_for_hf(self.model, tmp, safe_serialization=True)
-                if state_dict is not None:
+                if state_dict is None:
+                    save_for_hf(self.model, tmp, safe_serialization=True)
+                else:  # the given weights only: the live module may be sharded (FSDP) or hold others
                     tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
                     save_file(tensors, os.path.join(tmp, "model.safetensors"))
+                    save_config_for_hf(self.model, os.path.join(tmp, "config.json"))
             else:
                 self.model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
                 with open(os.path.join(tmp, "preprocessor_config.json"), "w") as handle:

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from vitzoo.errors import BadInputError
+from vitzoo.training.distributed import gathered_parameters
 from vitzoo.training.objective import Context, Objective
 
 INTERPOLATION = v2.InterpolationMode.BICUBIC
@@ -267,9 +268,10 @@ def _forward_arguments(module: nn.Module) -> set[str]:
 
 @torch.no_grad()
 def ema_update(student: nn.Module, teacher: nn.Module, momentum: float) -> None:
-    """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter."""
-    for s, t in zip(student.parameters(), teacher.parameters()):
-        t.mul_(momentum).add_(s.detach().to(t.dtype), alpha=1 - momentum)
+    """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter (the
+    student's gathered whole where FSDP shards it: the teacher is whole on every process)."""
+    for s, t in zip(gathered_parameters(student), teacher.parameters()):
+        t.mul_(momentum).add_(s.to(t.dtype), alpha=1 - momentum)
 
 
 def cancel_last_layer_gradients(model: nn.Module, epoch: int, freeze_last_layer: int) -> None:

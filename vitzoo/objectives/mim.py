@@ -104,7 +104,11 @@ class MaskedImageModeling(Objective):
 
     def finish(self, model: torch.nn.Module, context: Context) -> None:
         """reconstructions.png: a few eval images, masked, and what the model made of them."""
-        if not context.accelerator.is_main_process or self.num_reconstructions <= 0:
+        from vitzoo.training.distributed import is_sharded
+
+        model = context.accelerator.unwrap_model(model)
+        # under FSDP every process must take part in the forward pass; only the main one draws
+        if self.num_reconstructions <= 0 or not (context.accelerator.is_main_process or is_sharded(model)):
             return
         from vitzoo.plots import save_reconstructions
 
@@ -112,13 +116,13 @@ class MaskedImageModeling(Objective):
         images = [split[i][0] for i in range(min(self.num_reconstructions, len(split))) if split[i] is not None]
         if not images:
             return
-        model = context.accelerator.unwrap_model(model)
         pixels = context.pixels(torch.stack([self.figure_transform(image) for image in images]).to(context.accelerator.device))
         was_training = model.training
         model.eval()
         rows = self.figure_rows(model, pixels)
         model.train(was_training)
-        save_reconstructions(context.run.file(FIGURE), rows, context.preprocessing.mean, context.preprocessing.std)
+        if context.accelerator.is_main_process:
+            save_reconstructions(context.run.file(FIGURE), rows, context.preprocessing.mean, context.preprocessing.std)
 
 
 class MAEObjective(MaskedImageModeling):

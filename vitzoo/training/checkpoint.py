@@ -3,8 +3,10 @@
 A checkpoint folder `checkpoints/step-NNNNNNNN/` holds only safetensors and JSON, so resuming one
 never runs code from it (Accelerate's own `save_state` pickles RNG states and registered objects):
 
-- `model.safetensors`: the model's weights (the unwrapped model, as every process holds them);
-- `optimizer.safetensors` + `optimizer.json`: the optimizer's tensors and its groups;
+- `model.safetensors`: the model's whole weights (gathered from every process under FSDP);
+- `optimizer.safetensors` + `optimizer.json`: the optimizer's whole state keyed by parameter name
+  (`<name>/exp_avg`, ...) and its groups, so that a checkpoint written under FSDP resumes under
+  DDP or on one process, on any number of processes, and back;
 - `rng-<rank>.json` + `rng-<rank>.safetensors`: Python's, NumPy's and torch's generators of each process;
 - `extra_state.safetensors`: tensors such as the EMA weights or DINO's teacher and centre;
 - `trainer_state.json`: epoch, step, batches done in the epoch, the best evaluation with all its
@@ -35,8 +37,15 @@ import torch
 from accelerate import Accelerator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+    set_model_state_dict,
+)
 
 from vitzoo.errors import BadInputError, VitzooError
+from vitzoo.training.distributed import full_state_dict, is_sharded
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -45,6 +54,11 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_TENSORS, OPTIMIZER_GROUPS = "optimizer.safetensors", "optimizer.json"
 MANIFEST = "manifest.json"
 NAME = re.compile(r"^step-(\d+)$")
+# whole (unsharded) state dicts: what a checkpoint holds, whatever the strategy that wrote it
+_WHOLE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+_WHOLE_IN = StateDictOptions(full_state_dict=True)
+# a parameter may have no optimizer state yet (DINO's last layer is frozen in the first epoch)
+_WHOLE_OPTIMIZER_IN = StateDictOptions(full_state_dict=True, strict=False)
 
 
 class CheckpointError(BadInputError):
@@ -154,10 +168,13 @@ def save_checkpoint(
             os.makedirs(scratch)
         accelerator.wait_for_everyone()
         _save_rng(scratch, accelerator.process_index)
+        # whole state dicts, gathered from every process under FSDP (collectives: all call them)
+        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+        weights = full_state_dict(unwrapped)
+        optimizer_state = get_optimizer_state_dict(unwrapped, _inner(optimizer), options=_WHOLE)
         if accelerator.is_main_process:
-            weights = accelerator.unwrap_model(model, keep_torch_compile=False).state_dict()
             save_file(_contiguous(weights), os.path.join(scratch, MODEL_FILE))
-            _save_optimizer(optimizer, scratch)
+            _save_optimizer(optimizer_state, scratch)
             if tensors:
                 save_file(_contiguous(tensors), os.path.join(scratch, TENSORS_FILE))
             with open(os.path.join(scratch, STATE_FILE), "w") as handle:
@@ -204,19 +221,24 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
 
 
-def _save_optimizer(optimizer: torch.optim.Optimizer, folder: str) -> None:
-    saved = optimizer.state_dict()
+def _inner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    return getattr(optimizer, "optimizer", optimizer)  # Accelerate's AcceleratedOptimizer wraps the real one
+
+
+def _save_optimizer(saved: dict[str, Any], folder: str) -> None:
+    """The optimizer's state keyed by parameter name (`<name>/<slot>`), so that it loads into any
+    strategy's model: sharded or not, on any number of processes."""
     tensors, plain = {}, {}
-    for index, values in saved["state"].items():
-        for name, value in values.items():
+    for name, values in saved["state"].items():
+        for slot, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value
+                tensors[f"{name}/{slot}"] = value
             else:
-                plain[f"{index}.{name}"] = value
+                plain[f"{name}/{slot}"] = value
     if tensors:
         save_file(_contiguous(tensors), os.path.join(folder, OPTIMIZER_TENSORS))
     with open(os.path.join(folder, OPTIMIZER_GROUPS), "w") as handle:
-        json.dump({"param_groups": saved["param_groups"], "state": plain}, handle)
+        json.dump({"format": "by-name", "param_groups": saved["param_groups"], "state": plain}, handle)
 
 
 def _save_rng(folder: str, rank: int) -> None:
@@ -255,8 +277,11 @@ def load_checkpoint(
         weights = load_file(os.path.join(path, MODEL_FILE))
         target = accelerator.unwrap_model(model, keep_torch_compile=False)
         _check_same_model(path, state.model, describe, weights, target.state_dict())
-        target.load_state_dict(weights)
-        _load_optimizer(optimizer, path)
+        if is_sharded(target):  # every process reads the whole file and keeps its shards
+            set_model_state_dict(target, weights, options=_WHOLE_IN)
+        else:
+            target.load_state_dict(weights)
+        _load_optimizer(target, _inner(optimizer), path)
         _load_rng(path, accelerator.process_index)
         tensors_file = os.path.join(path, TENSORS_FILE)
         tensors = load_file(tensors_file) if os.path.isfile(tensors_file) else {}
@@ -283,16 +308,26 @@ def _check_same_model(path: str, saved: dict[str, Any], current: dict[str, Any] 
                           "(--config OUTPUT_DIR/args.json) or start in a new --output-dir")
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, path: str) -> None:
+def _load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str) -> None:
     with open(os.path.join(path, OPTIMIZER_GROUPS)) as handle:
         saved = json.load(handle)
     tensors_file = os.path.join(path, OPTIMIZER_TENSORS)
-    state: dict[int, dict[str, Any]] = {}
+    by_name = saved.get("format") == "by-name"
+    state: dict[Any, dict[str, Any]] = {}
     for key, value in [*(load_file(tensors_file).items() if os.path.isfile(tensors_file) else []), *saved["state"].items()]:
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        owner, slot = key.rsplit("/", 1) if by_name else key.split(".", 1)
+        state.setdefault(owner if by_name else int(owner), {})[slot] = value
     groups = [{**group, "betas": tuple(group["betas"])} if "betas" in group else group for group in saved["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if by_name:
+        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},
+                                 options=_WHOLE_OPTIMIZER_IN)
+        # torch first gives every parameter a state (one AdamW step at lr 0); a parameter the checkpoint has
+        # none for (DINO's last layer, frozen so far) must start afresh, as it would have in the saved run
+        for name, parameter in model.named_parameters():
+            if name not in state:
+                optimizer.state.pop(parameter, None)
+    else:  # a checkpoint of an older vitzoo numbers the parameters in the optimizer's order
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _load_rng(path: str, rank: int) -> None:

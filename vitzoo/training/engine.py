@@ -25,6 +25,7 @@ from vitzoo.errors import BadInputError, VitzooError
 from vitzoo.io import atomic_write_json
 from vitzoo.metrics import classification_metrics
 from vitzoo.registry import Preprocessing
+from vitzoo.training.distributed import all_finite, check_launch, full_state_dict, strategy_of
 from vitzoo.zoo import ZooModel
 
 MODEL_DIR = "model"
@@ -45,6 +46,7 @@ def make_accelerator(args: Any) -> Accelerator:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         reset_accelerate_state()
     use_cpu = args.cpu or not torch.cuda.is_available()
+    check_launch(use_cpu)
     return Accelerator(
         cpu=use_cpu,
         mixed_precision=resolve_mixed_precision(args.mixed_precision, use_cpu),
@@ -111,9 +113,10 @@ def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
     if not accelerator.is_main_process:
         return
     lines = [f"vitzoo {vitzoo.__version__} - {name}", *[f"  - {mode}" for mode in modes]]
+    lines.append(f"  distributed: {strategy_of(accelerator).describe(accelerator)}")
     lines.append(
         f"  running on: {accelerator.num_processes} process(es), device {accelerator.device}, "
-        f"distributed: {accelerator.distributed_type.value}, mixed precision: {accelerator.mixed_precision}"
+        f"mixed precision: {accelerator.mixed_precision}"
     )
     print("\n".join(lines), flush=True)
 
@@ -293,9 +296,11 @@ def check_finite(loss: torch.Tensor, step: int, output_dir: str) -> None:
         )
 
 
-def check_finite_weights(model: torch.nn.Module, step: int, output_dir: str) -> None:
-    """Refuse to checkpoint weights that hold NaN/inf, so the newest checkpoint is always usable."""
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
+def check_finite_weights(model: torch.nn.Module, step: int, output_dir: str, accelerator: Accelerator) -> None:
+    """Refuse to checkpoint weights that hold NaN/inf, so the newest checkpoint is always usable
+    (every process decides together: under FSDP each one sees only its shards)."""
+    bad = torch.tensor([0.0 if all_finite(model) else 1.0], device=accelerator.device)
+    if float(accelerator.reduce(bad, reduction="sum")[0]):
         raise NonFiniteLossError(
             f"the weights became NaN or infinite by optimizer step {step}; not saving them. Lower --learning-rate "
             f"or enable --max-grad-norm; the last checkpoint in {output_dir}/checkpoints is intact (--resume auto)."
@@ -335,13 +340,14 @@ def prepare_pixels(images: torch.Tensor, preprocessing: Preprocessing, channels_
     return pixels.contiguous(memory_format=torch.channels_last) if channels_last else pixels
 
 
-def build_ema(model: torch.nn.Module, decay: float | None, accelerator: Accelerator) -> torch.nn.Module | None:
-    """timm's ModelEmaV3 of the unwrapped model (the loop checkpoints its weights as safetensors)."""
+def build_ema(model: torch.nn.Module, decay: float | None) -> torch.nn.Module | None:
+    """timm's ModelEmaV3 of `model`, built before the model is wrapped or sharded: a whole copy on
+    every process (the loop checkpoints its weights as safetensors)."""
     if decay is None:
         return None
     from timm.utils import ModelEmaV3
 
-    return ModelEmaV3(accelerator.unwrap_model(model), decay=decay)
+    return ModelEmaV3(model, decay=decay)
 
 
 def save_model(
@@ -355,7 +361,12 @@ def save_model(
     model folder described by `zoo`: transformers format + preprocessor config + vitzoo.json,
     written atomically. `model` may be another module of the same architecture than `zoo.model`
     (an EMA, DINO's teacher): its weights are written, and no live module is changed."""
-    state = accelerator.get_state_dict(model)
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        state = accelerator.get_state_dict(model)
+    else:  # FSDP shards are gathered; DDP and compile wrappers are looked through
+        state = full_state_dict(accelerator.unwrap_model(model, keep_torch_compile=False))
     if accelerator.is_main_process:
         # a torch.compile'd model (--compile) names its weights "_orig_mod.<name>"
         state = {key.replace("_orig_mod.", ""): value for key, value in state.items()}

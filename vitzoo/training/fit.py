@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from vitzoo.errors import BadInputError
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitzoo.training.distributed import Gathered, local_parameter_count, shard, strategy_of
 from vitzoo.training.engine import (
     MODEL_DIR,
     RunFolder,
@@ -76,19 +77,28 @@ def fit(
     (pretraining's --blr scaling).
     """
     plan = plan_steps(args, train_loader, accelerator)
+    strategy = strategy_of(accelerator)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = build_ema(model, getattr(args, "ema_decay", None))  # whole on every process, whatever the strategy
+    if strategy.shards_here:  # FSDP on CPU processes: vitzoo shards (Accelerate's FSDP needs GPUs)
+        model = shard(model.to(accelerator.device), strategy)
     base_rate = args.learning_rate if learning_rate is None else learning_rate
     optimizer = build_optimizer(model, learning_rate=base_rate, weight_decay=args.weight_decay,
                                 layer_decay=args.layer_decay, depth=zoo.spec.architecture.depth, betas=betas)
     scheduler = build_scheduler(optimizer, total_steps=plan.total_steps,
                                 warmup_steps=int(args.warmup_ratio * plan.total_steps), min_lr=args.min_learning_rate)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     if args.compile:
         model = torch.compile(model)
     loaders = [train_loader] if eval_loader is None else [train_loader, eval_loader]
-    model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
+    if strategy.shards_here:
+        optimizer, *loaders = accelerator.prepare(optimizer, *loaders)
+    else:
+        model, optimizer, *loaders = accelerator.prepare(model, optimizer, *loaders)
     train_loader, eval_loader = loaders[0], (loaders[1] if len(loaders) > 1 else None)
-    ema = build_ema(model, getattr(args, "ema_decay", None), accelerator)
+    if ema is not None:
+        ema.module.to(accelerator.device)
+    parameters = accelerator.gather(torch.tensor([local_parameter_count(model)], device=accelerator.device)).tolist()
     if args.report_to:
         accelerator.init_trackers(f"vitzoo-{metadata['recipe']}", config={k: v for k, v in vars(args).items() if v is not None})
     state = TrainState()
@@ -138,7 +148,7 @@ def fit(
     loop_start, seconds_before = time.perf_counter(), state.train_seconds
 
     def checkpoint_now() -> None:
-        check_finite_weights(model, state.step, args.output_dir)
+        check_finite_weights(model, state.step, args.output_dir, accelerator)
         state.train_seconds = seconds_before + time.perf_counter() - loop_start
         state.extra, tensors = _split(objective.state_dict(), OBJECTIVE_PREFIX)
         if ema is not None:
@@ -185,7 +195,7 @@ def fit(
             context.loss = loss.detach()
             scheduler.step_update(state.step)
             if ema is not None:
-                ema.update(accelerator.unwrap_model(model), step=state.step)
+                ema.update(Gathered(accelerator.unwrap_model(model)), step=state.step)
             objective.after_update(model, context)
             progress.update(1)
             for callback in callbacks:
@@ -205,7 +215,7 @@ def fit(
             if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
                 checkpoint_now()
         state.epoch, state.batches_in_epoch = epoch + 1, 0
-        check_finite_weights(model, state.step, args.output_dir)
+        check_finite_weights(model, state.step, args.output_dir, accelerator)
         if state.last_eval_step != state.step:
             evaluate()
         checkpoint_now()
@@ -224,6 +234,9 @@ def fit(
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "wall_time_seconds": state.train_seconds,
         "num_processes": accelerator.num_processes,
+        "distributed": {"strategy": strategy.kind, "description": strategy.describe(accelerator),
+                        "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+                        "parameters_per_process": parameters},
         "data": splits.summary() if splits is not None else None,  # after training: the files skipped are counted
         "environment": environment(),
         **objective.results(context),
