@@ -319,7 +319,7 @@ def test_two_process_launch(tmp_path):
                                            "--teacher", "resnet18", "--teacher-scratch", "--epochs", "1")
     assert results["num_processes"] == 2 and results["steps"] == 96 // 16 // 2
     assert results["eval"]["samples"] == 32
-    assert "distributed: MULTI_CPU" in stdout
+    assert "distributed: DDP over 2 CPU processes" in stdout
 
 
 def test_two_process_cached_teacher_logits_match_the_live_teacher(tmp_path):
@@ -347,7 +347,7 @@ def test_two_process_dino(tmp_path):
     results, stdout = launch_two_processes(
         output, "--method", "dino", "--model", "dino-vits16", *TINY, "--out-dim", "32", "--head-hidden-dim", "32",
         "--head-bottleneck-dim", "16", "--local-crops", "2", "--epochs", "2")
-    assert "distributed: MULTI_CPU" in stdout
+    assert "distributed: DDP over 2 CPU processes" in stdout
     assert results["num_processes"] == 2 and results["steps"] == 2 * 96 // 16 // 2
     assert 0 <= results["eval"]["knn_accuracy"] <= 1 and results["final_loss"] == results["final_loss"]  # not NaN
     events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]

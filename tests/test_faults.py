@@ -385,3 +385,30 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def test_cli_predict_batch_size_zero(capsys, tmp_path):
     err = one_line_error(capsys, ["predict", "deit-tiny", "--scratch", str(tmp_path / "x.png"), "--batch-size", "0"])
     assert "--batch-size must be a positive integer, got 0" in err
+
+
+def test_a_checkpoint_of_an_older_vitzoo_resumes_its_optimizer(tmp_path):
+    """Checkpoints now key the optimizer's state by parameter name; one written before that (keyed
+    by the optimizer's parameter order) still loads into the same state."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    optimizer = torch.optim.AdamW([{"params": [model[0].weight]}, {"params": [model[0].bias, *model[1].parameters()],
+                                                                      "lr": 1e-2}])
+    model(torch.randn(5, 3)).square().sum().backward()
+    optimizer.step()
+    saved = optimizer.state_dict()  # the old layout: numbered parameters, "<index>.<slot>"
+    save_file({f"{index}.{slot}": value.contiguous() for index, values in saved["state"].items()
+               for slot, value in values.items()}, str(tmp_path / checkpoint_module.OPTIMIZER_TENSORS))
+    with open(tmp_path / checkpoint_module.OPTIMIZER_GROUPS, "w") as handle:
+        json.dump({"param_groups": saved["param_groups"], "state": {}}, handle)
+    fresh = torch.optim.AdamW([{"params": [model[0].weight]}, {"params": [model[0].bias, *model[1].parameters()]}])
+    checkpoint_module._load_optimizer(model, fresh, str(tmp_path))
+    assert fresh.param_groups[1]["lr"] == 1e-2
+    for parameter in model.parameters():
+        for slot in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fresh.state[parameter][slot], optimizer.state[parameter][slot])

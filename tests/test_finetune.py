@@ -165,7 +165,7 @@ def test_two_process_launch_trains_one_model(tmp_path):
     assert results["num_processes"] == 2
     assert results["steps"] == 160 // 16 // 2  # each process sees half the data per step
     assert results["eval"]["samples"] == 64  # gathered without duplicates
-    assert "distributed: MULTI_CPU" in done.stdout
+    assert "distributed: DDP over 2 CPU processes" in done.stdout
 
 
 def test_fused_adamw_is_used_and_matches_the_reference_update():

@@ -218,5 +218,5 @@ def test_two_process_launch(tmp_path):
     with open(os.path.join(output, "results.json")) as handle:
         results = json.load(handle)
     assert results["num_processes"] == 2 and results["steps"] == 64 // 16 // 2
-    assert "distributed: MULTI_CPU" in done.stdout
+    assert "distributed: DDP over 2 CPU processes" in done.stdout
     assert vitzoo.load(os.path.join(output, "model"), task="classification", num_labels=10).image_size == 16
