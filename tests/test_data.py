@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from vitzoo.data import (
+    TransformedDataset,
     eval_transform,
     load_splits,
     make_loader,
@@ -378,3 +379,82 @@ def test_synthetic_source_is_deterministic_balanced_and_checked():
     for bad in ("synthetic:5", "synthetic:many", "synthetic:100:0", "synthetic:1:2:3"):
         with pytest.raises(BadInputError, match="synthetic:N:SIZE"):
             load_splits(bad)
+
+
+# --------------------------------------------------------------------------- decoding less of a JPEG
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory) -> Path:
+    """Real photographs as large JPEGs (two classes), one PNG, and one JPEG that EXIF says to turn."""
+    from sklearn.datasets import load_sample_images
+
+    root = tmp_path_factory.mktemp("photos")
+    for name, image in zip(("china", "flower"), load_sample_images().images):
+        (root / name).mkdir()
+        big = Image.fromarray(image).resize((1280, 854), Image.Resampling.BICUBIC)
+        for index in range(3):
+            big.rotate(index * 7).save(root / name / f"{index}.jpg", quality=90)
+        big.save(root / name / "lossless.png")
+    turned = Image.fromarray(load_sample_images().images[0][:400, :300])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    turned.save(root / "china" / "turned.jpg", quality=95, exif=exif)
+    return root
+
+
+def _items(dataset, transform, decode_files: bool, epoch: int = 0) -> list:
+    """Every item through `transform`, decoded by the transform from the file or whole first."""
+    wrapped = transform if decode_files else (lambda image: transform(image))
+    transformed = TransformedDataset(dataset, wrapped, seed=7)
+    transformed.set_epoch(epoch)
+    return [transformed[i] for i in range(len(transformed))]
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_decoding_less_of_a_jpeg_keeps_the_crop_and_the_pixels(photo_files, kind):
+    """From the file, a JPEG is decoded at a DCT scale the crop allows; the crop is the same region
+    (same random draws) and the pixels match a full decode's to within JPEG-scaling noise. PNGs and
+    EXIF-turned JPEGs take the whole-decode path: identical."""
+    from vitzoo.data.transforms import decode_reduced, draft_factor
+
+    preprocessing = Preprocessing(resize_size=224, resize_mode="exact", interpolation="bilinear")
+    transform = (train_transform(preprocessing, image_size=224, hflip=0.5, scale=(0.5, 1.0)) if kind == "train"
+                 else eval_transform(preprocessing, 224))
+    splits = load_splits(str(photo_files), seed=0, val_fraction=0.25)
+    dataset = splits.train
+    for epoch in (0, 1):
+        drafted, whole = _items(dataset, transform, True, epoch), _items(dataset, transform, False, epoch)
+        for index, ((a, label_a), (b, label_b)) in enumerate(zip(drafted, whole)):
+            assert label_a == label_b and a.shape == b.shape == (3, 224, 224) and a.dtype == torch.uint8
+            path = dataset.reader.describe(index)
+            if path.endswith(".png") or "turned" in path:
+                assert torch.equal(a, b), path
+                continue
+            # the crop's corners are placed to the nearest pixel of the smaller decode (a shift of at
+            # most one full-size pixel): compared at 1/4 scale, the same region is within a few grey
+            # levels, while the mirrored image (a wrong flip or another region) is tens away
+            def pooled(image):
+                return torch.nn.functional.avg_pool2d(image.float()[None], 4)
+
+            difference = (pooled(a) - pooled(b)).abs().mean().item()
+            assert difference < 2.5, (path, difference)
+            assert (pooled(a) - pooled(b.flip(-1))).abs().mean().item() > 4 * difference, path
+    # the rule: the kept region's shorter side / factor >= output; a JPEG then decodes at 1/factor
+    assert draft_factor(1280, 854, needed=224) == 2 and draft_factor(900, 1800, needed=224) == 4
+    assert draft_factor(300, 1000, needed=224) == 1
+    with Image.open(next((photo_files / "china").glob("0.jpg"))) as image:
+        assert decode_reduced(image, 2).shape == (3, 427, 640)
+
+
+def test_a_corrupt_jpeg_is_still_skipped_and_counted_on_the_file_path(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        for index in range(4):
+            Image.new("RGB", (300, 260), (index * 40, 90, 30)).save(tmp_path / folder / f"{index}.jpg", quality=90)
+    good = (tmp_path / "a" / "0.jpg").read_bytes()
+    (tmp_path / "a" / "0.jpg").write_bytes(good[: len(good) // 3])  # truncated mid-scan
+    splits = load_splits(str(tmp_path), seed=0, val_fraction=0.25)
+    transform = train_transform(Preprocessing(resize_size=32, resize_mode="exact"), image_size=32)
+    items = _items(splits.train, transform, True) + _items(splits.eval, transform, True)
+    assert sum(item is None for item in items) == 1
+    assert splits.train.skipped + splits.eval.skipped == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vitzoo.errors import BadInputError
-from vitzoo.images import open_image, to_uint8_rgb, upright
+from vitzoo.images import EXIF_ORIENTATION, open_image, to_uint8_rgb, upright
 
 logger = logging.getLogger("vitzoo.data")
 
@@ -105,6 +106,17 @@ class FileReader:
 
     def describe(self, index: int) -> str:
         return self.paths[index]
+
+    def decode_with(self, index: int, decode: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+        """`decode` given the file opened but not yet decoded (so it can decode less of a JPEG);
+        an image that EXIF says to turn is decoded whole and turned first."""
+        path = self.paths[index]
+        if not os.path.exists(path):
+            raise BadInputError(f"image file not found: {path}")
+        with Image.open(path) as image:
+            if image.getexif().get(EXIF_ORIENTATION, 1) not in (1, None):
+                return decode(upright(image))
+            return decode(image)
 
     def subset(self, indices: np.ndarray) -> FileReader:
         return FileReader([self.paths[i] for i in indices])
@@ -206,17 +218,28 @@ class LabeledImageDataset(Dataset):
             )
 
     def __getitem__(self, index: int) -> Item | None:
+        return self.load(index)
+
+    def load(self, index: int, decode: Callable[[Image.Image], torch.Tensor] | None = None) -> Item | None:
+        """Item `index`, or None when its image cannot be decoded. `decode` (a transform's
+        `from_file`, for readers of files: see `decodes_files`) decodes the opened file itself,
+        so that it can decode less of it, and returns the transformed image."""
         index = int(index)
         if self._bad[index]:
             self._mark_bad(index, "known bad")
             return None
         try:
-            image = to_uint8_rgb(self.reader(index))
+            image = self.reader.decode_with(index, decode) if decode is not None else to_uint8_rgb(self.reader(index))
         except Exception as error:  # any decoder failure on any input is a bad item, not a crash
             self._mark_bad(index, f"{type(error).__name__}: {error}")
             return None
         self._consecutive_bad = 0
         return image, int(self.labels[index])
+
+    @property
+    def decodes_files(self) -> bool:
+        """Whether `load` can hand opened image files to a transform's `from_file`."""
+        return hasattr(self.reader, "decode_with")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -256,12 +279,18 @@ class TransformedDataset(Dataset):
         return int(getattr(self.dataset, "skipped", 0))
 
     def __getitem__(self, index: int) -> Item | None:
+        if self.seed is None:
+            return self._item(index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            return self._item(index)
+
+    def _item(self, index: int) -> Item | None:
+        from_file = getattr(self.transform, "from_file", None)
+        if from_file is not None and getattr(self.dataset, "decodes_files", False):
+            return self.dataset.load(index, from_file)  # files: the transform decodes only what it keeps
         item = self.dataset[index]
         if item is None or self.transform is None:
             return item
         image, label = item
-        if self.seed is None:
-            return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-            return self.transform(image), label
+        return self.transform(image), label
