@@ -80,13 +80,13 @@ def train_deit(args: DeiTArguments, callbacks: Sequence[Callback] = ()) -> dict:
     train_set = deit_distill.IndexedDataset(splits.train) if caching else splits.train
     eval_batch_size = args.eval_batch_size or 2 * args.batch_size
     train_loader = make_loader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
-                               num_workers=args.num_workers, transform=transform)
+                               num_workers=args.num_workers, in_memory=args.in_memory, transform=transform)
     eval_loader = make_loader(splits.eval, batch_size=eval_batch_size, shuffle=False, num_workers=args.num_workers,
-                              transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
+                              in_memory=args.in_memory, transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
 
     # ---- objective: the class head learns the labels, the distillation head the teacher (live or cached)
     cache_from = make_loader(train_set, batch_size=eval_batch_size, shuffle=False, num_workers=args.num_workers,
-                             transform=transform) if caching else None
+                             in_memory=args.in_memory, transform=transform) if caching else None
     objective = deit_distill.DeiTDistillation(splits.num_classes, teacher, distill_type=args.distill_type, alpha=args.alpha,
                                  tau=args.tau, label_smoothing=args.label_smoothing, mixup=args.mixup,
                                  cutmix=args.cutmix, cache_from=cache_from)
@@ -122,7 +122,8 @@ def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
               f"+ {args.local_crops} x {local_size}px; head out_dim {args.out_dim}; data: {splits.summary()} (labels ignored)",
               flush=True)
     train_loader = make_loader(
-        splits.train, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed, num_workers=args.num_workers,
+        splits.train, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
+        num_workers=args.num_workers, in_memory=args.in_memory,
         transform=dino.MultiCrop(global_size, local_size, args.local_crops,
                                  dino.parse_scale(args.global_crop_scale, "--global-crop-scale"),
                                  dino.parse_scale(args.local_crop_scale, "--local-crop-scale"), hflip),

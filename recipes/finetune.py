@@ -67,12 +67,13 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
         freeze_all_but_head(model)
     train_loader = make_loader(
         splits.train, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, in_memory=args.in_memory,
         transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size, auto_augment=args.auto_augment,
                                   hflip=hflip, random_resized_crop=args.random_resized_crop, scale=(crop_scale, 1.0)),
     )
     eval_loader = make_loader(splits.eval, batch_size=args.eval_batch_size or 2 * args.batch_size, shuffle=False,
-                              num_workers=args.num_workers, transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
+                              num_workers=args.num_workers, in_memory=args.in_memory,
+                              transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
 
     # ---- objective: cross-entropy on the (mixed) labels; the best eval accuracy keeps model/
     objective = Classification(splits.num_classes, label_smoothing=args.label_smoothing, mixup=args.mixup,

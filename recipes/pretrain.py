@@ -72,11 +72,12 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
               f"data: {splits.summary()}", flush=True)
     model = zoo.model.train()
     train_loader = make_loader(splits.train, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
-                               num_workers=args.num_workers,
+                               num_workers=args.num_workers, in_memory=args.in_memory,
                                transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size, hflip=hflip,
                                                          scale=(args.crop_scale, 1.0)))
     eval_loader = make_loader(splits.eval, batch_size=args.eval_batch_size or 2 * args.batch_size, shuffle=False,
-                              num_workers=args.num_workers, transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
+                              num_workers=args.num_workers, in_memory=args.in_memory,
+                              transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
 
     # ---- optimisation: MAE's linear scaling rule and betas
     total_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes

@@ -105,6 +105,7 @@ PROBES = [
         ("checkpoint_steps", ["--checkpoint-steps", "1"]), ("dataset", ["--dataset", "synthetic:64:16"]),
         ("max_train_samples", ["--max-train-samples", "48"]), ("max_eval_samples", ["--max-eval-samples", "16"]),
         ("num_workers", ["--num-workers", "1"]), ("val_fraction", ["--val-fraction", "0.5"]),
+        ("in_memory", ["--in-memory", "off"]),
         ("model", ["--model", "beit-base"]), ("backend", ["--backend", "timm"]),
         ("config_overrides", ["--config-overrides", ALTERED]), ("image_size", ["--image-size", "8"]),
         ("freeze_backbone", ["--freeze-backbone"]),

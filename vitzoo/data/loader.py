@@ -18,6 +18,7 @@ from timm.data.mixup import mixup_target
 from torch.utils.data import DataLoader, Dataset
 
 from vitzoo.data.dataset import Item, TransformedDataset
+from vitzoo.data.memory import InMemorySplit, fits_in_memory
 from vitzoo.data.transforms import Transform
 from vitzoo.errors import BadInputError
 
@@ -27,6 +28,8 @@ def collate_skip_bad(items: list[Item | None]) -> tuple[torch.Tensor, torch.Tens
 
     A batch whose items were all bad comes back empty (B = 0); training loops skip it.
     """
+    if isinstance(items, tuple):  # a whole batch already (`InMemorySplit.__getitems__`)
+        return items
     good = [item for item in items if item is not None]
     if not good:
         return torch.empty((0, 3, 0, 0), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
@@ -66,6 +69,7 @@ def make_loader(
     drop_last: bool = False,
     pin_memory: bool | None = None,
     persistent_workers: bool = False,
+    in_memory: str = "off",
 ) -> DataLoader:
     """A DataLoader yielding `(uint8 images, int64 labels)` batches, bad images dropped.
 
@@ -75,9 +79,21 @@ def make_loader(
     loaders built alike yield the same batches (with `num_workers=0` the augmentations draw
     from the global torch RNG instead: seed it for reproducible augmentation).
     `num_workers` defaults to `default_num_workers()`, `pin_memory` to whether CUDA is available.
+
+    `in_memory`: "on" decodes `dataset` once into memory and augments whole batches (see
+    `vitzoo.data.memory`; the loader then runs in the main process unless `num_workers` is given),
+    "auto" does so when its decoded images fit comfortably (`fits_in_memory`) and are all one size,
+    "off" decodes per image in the loader.
     """
     if batch_size < 1:
         raise BadInputError(f"batch_size must be at least 1, got {batch_size}")
+    if in_memory not in ("auto", "on", "off"):
+        raise BadInputError(f"in_memory must be 'auto', 'on' or 'off', got {in_memory!r}")
+    if in_memory != "off":
+        memory = _in_memory(dataset, transform, seed if shuffle else None, in_memory == "on")
+        if memory is not None:
+            dataset, transform = memory, None
+            num_workers = 0 if num_workers is None else num_workers
     if num_workers is None:
         num_workers = default_num_workers()
     if pin_memory is None:
@@ -85,7 +101,7 @@ def make_loader(
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
-        TransformedDataset(dataset, transform, seed=seed if shuffle else None),
+        dataset if isinstance(dataset, InMemorySplit) else TransformedDataset(dataset, transform, seed=seed if shuffle else None),
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
@@ -95,6 +111,21 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
     )
+
+
+def _in_memory(dataset: Dataset, transform: Transform | None, seed: int | None, required: bool) -> InMemorySplit | None:
+    fits, why = fits_in_memory(dataset)
+    if not fits:
+        if required:
+            raise BadInputError(f"--in-memory on: the {getattr(dataset, 'name', 'data')} split cannot be held in memory: {why}; "
+                                "use --in-memory auto or off")
+        return None
+    try:
+        return InMemorySplit(dataset, transform, seed=seed)
+    except ValueError as error:  # images of different sizes: stay per image
+        if required:
+            raise BadInputError(f"--in-memory on needs images of one size after decoding: {error}; use auto or off") from None
+        return None
 
 
 class _OddBatchMixup(Mixup):

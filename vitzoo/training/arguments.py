@@ -47,6 +47,7 @@ class DataArguments:
     val_fraction: float = arg(0.2, "share of train held out for evaluation when the dataset has no eval split")
     max_train_samples: int | None = arg(None, "use at most this many training images (quick runs)")
     max_eval_samples: int | None = arg(None, "use at most this many evaluation images")
+    in_memory: str = arg("auto", "decode the images once into memory and augment whole batches (no decoding per step): auto when the decoded images are one size and fit in a quarter of the free memory (4 GiB at most); on; off: decode per image in the loader", choices=["auto", "on", "off"])
     num_workers: int | None = arg(None, "data-loading processes per training process (default: with GPUs, most cores shared among them; on a CPU, 0 up to 2 cores, else min(4, CPUs/4))")
 
 

@@ -98,6 +98,10 @@ def fit(
     train_loader, eval_loader = loaders[0], (loaders[1] if len(loaders) > 1 else None)
     if ema is not None:
         ema.module.to(accelerator.device)
+    for loader in (train_loader, eval_loader):
+        describe = getattr(getattr(loader, "dataset", None), "describe", None)
+        if describe is not None and accelerator.is_main_process:
+            print(f"data: {describe()}", flush=True)
     parameters = accelerator.gather(torch.tensor([local_parameter_count(model)], device=accelerator.device)).tolist()
     if args.report_to:
         accelerator.init_trackers(f"vitzoo-{metadata['recipe']}", config={k: v for k, v in vars(args).items() if v is not None})
