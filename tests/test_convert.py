@@ -50,6 +50,11 @@ CASES = [
     ("mae-base", 10),
     ("dinov2-small", 0),
     ("dinov2-small", 10),
+    ("dinov2-small-reg", 0),
+    ("dinov2-small-reg", 10),
+    ("dinov3-vits16", 0),  # transformers has no DINOv3 classifier
+    ("ijepa-vith14", 0),
+    ("ijepa-vith14", 10),
 ]
 IDS = [f"{name}-{'head' if classes else 'features'}" for name, classes in CASES]
 
@@ -84,14 +89,19 @@ def make_hf(spec, num_classes: int, eps: float = 1e-12):
     cls = family.transformers_class(spec, task)
     model = cls(config, **family.features_kwargs) if task == "features" else cls(config)
     model = randomize(model, seed=1)
-    if hasattr(model.base_model.embeddings, "mask_token") and model.base_model.embeddings.mask_token is not None:
-        torch.nn.init.zeros_(model.base_model.embeddings.mask_token)  # timm has none: it comes back as zeros
+    embeddings = model.base_model.embeddings
+    if getattr(embeddings, "mask_token", None) is not None:
+        torch.nn.init.zeros_(embeddings.mask_token)  # timm has none: it comes back as zeros
+    if config.model_type == "dinov2_with_registers":
+        with torch.no_grad():  # timm folds the CLS position row into the CLS token: it comes back folded
+            embeddings.cls_token += embeddings.position_embeddings[:, :1]
+            embeddings.position_embeddings[:, :1] = 0
     return model
 
 
 def timm_compatible_head(model):
     """A DINOv2 classifier reading the CLS token only (timm's head), not the patch mean too."""
-    if model.config.model_type == "dinov2" and hasattr(model, "classifier"):
+    if model.config.model_type in ("dinov2", "dinov2_with_registers") and hasattr(model, "classifier"):
         with torch.no_grad():
             model.classifier.weight[:, model.config.hidden_size :] = 0
     return model
@@ -124,7 +134,8 @@ def test_timm_round_trip_is_bit_identical_and_outputs_agree(name, classes):
     spec = spec_of(name)
     source = make_timm(spec, classes)
     hf = to_transformers(source, spec)
-    assert hf.config.layer_norm_eps == 1e-6  # timm's, not transformers' default 1e-12
+    timm_eps = {m.eps for m in source.modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert {hf.config.layer_norm_eps} == timm_eps and hf.config.layer_norm_eps != 1e-12  # timm's, not the default
     back = to_timm(hf, spec)
     before, after = source.state_dict(), back.state_dict()
     assert list(before) == list(after)
@@ -175,6 +186,14 @@ def test_wrong_family_fails_with_a_message():
         to_transformers(distilled, spec_of("dinov2-small"))
     with pytest.raises(BadInputError, match="no timm <-> transformers converter"):
         to_transformers(distilled, dataclasses.replace(spec_of("deit-tiny"), family="timm"))
+    # the token layouts of the families added with DINOv3: registers, no CLS token, RoPE (timm's Eva)
+    for model, other, message in (
+        (make_timm(spec_of("dinov2-small-reg"), 0), "dinov2-small", "4 register tokens, transformers' DINOv2 has 0"),
+        (make_timm(spec_of("ijepa-vith14"), 0), "vit-base-in21k", "pools with global_pool='avg'"),
+        (make_timm(spec_of("dinov3-vits16"), 0), "dinov2-small", "wrong family.*Eva"),
+    ):
+        with pytest.raises(BadInputError, match=message):
+            to_transformers(model, spec_of(other))
 
 
 def test_extra_timm_key_is_named():
@@ -234,6 +253,11 @@ def test_dinov2_head_reading_patch_mean_cannot_go_to_timm():
 
 
 def test_timm_names_map_to_families():
+    assert family_for_timm_name("vit_small_patch14_reg4_dinov2.lvd142m") == ("dinov2_reg", False)
+    assert family_for_timm_name("vit_large_patch16_dinov3.lvd1689m") == ("dinov3", False)
+    assert family_for_timm_name("vit_huge_patch14_gap_224.in1k_ijepa") == ("ijepa", False)
+    with pytest.raises(BadInputError, match="deit3"):  # DeiT III: no transformers class to convert to
+        family_for_timm_name("deit3_small_patch16_224.fb_in1k")
     assert family_for_timm_name("deit_small_distilled_patch16_224.fb_in1k") == ("deit", True)
     assert family_for_timm_name("deit_small_patch16_224") == ("deit", False)
     assert family_for_timm_name("beit_base_patch16_224") == ("beit", False)
@@ -369,3 +393,61 @@ def test_same_weights_detects_the_same_checkpoint():
     assert same_weights(source, to_transformers(source, spec), spec)
     other = to_transformers(randomize(make_timm(spec, 10), seed=5), spec)
     assert not same_weights(source, other, spec)
+
+
+# ----------------------------------------------------------------------------- the families added with DINOv3
+def test_dinov3_zero_qv_biases_travel_as_timm_ships_them():
+    """The released DINOv3 weights have all-zero q/v biases: timm's `vit_*_dinov3` leaves them out, so they
+    go to timm's architecture without biases and come back as zeros, bit for bit; non-zero ones go to a
+    timm model with q/v biases (qkv_bias=True) and back unchanged (the round-trip tests above)."""
+    spec = spec_of("dinov3-vits16")
+    source = make_hf(spec, 0)
+    with torch.no_grad():
+        for name, parameter in source.named_parameters():
+            if name.endswith(("q_proj.bias", "v_proj.bias")):
+                parameter.zero_()
+    converted = to_timm(source, spec)
+    assert not any(key.endswith(("q_bias", "v_bias")) for key in converted.state_dict())
+    assert type(converted.rope).__name__ == "RotaryEmbeddingDinoV3" and converted.global_pool == "token"
+    back = to_transformers(converted, spec)
+    assert back.config.query_bias and back.config.value_bias and not back.config.key_bias
+    before, after = source.state_dict(), back.state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert_agree(zoo(source, spec, "transformers", 0), zoo(converted, spec, "timm", 0), spec)
+    # RoPE: the same weights agree at any other input size too
+    pixels = torch.randn(2, 3, 24, 32)
+    with torch.no_grad():
+        theirs = converted.forward_features(pixels)
+        ours = source(pixel_values=pixels).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+def test_dinov2_registers_fold_the_cls_position_into_the_cls_token():
+    """transformers adds a position row to the CLS token, timm (no_embed_class) adds none: the converter
+    folds that row into the CLS token, so the function is the same and the weights are, but for the fold."""
+    spec = spec_of("dinov2-small-reg")
+    source = make_hf(spec, 0)
+    embeddings = source.embeddings
+    with torch.no_grad():
+        embeddings.position_embeddings[:, :1] = torch.randn(1, 1, 32)  # a released model's non-zero row
+    converted = to_timm(source, spec)
+    assert converted.no_embed_class and converted.num_reg_tokens == 4
+    assert_agree(zoo(source, spec, "transformers", 0), zoo(converted, spec, "timm", 0), spec)
+    back = to_transformers(converted, spec)
+    folded = embeddings.cls_token + embeddings.position_embeddings[:, :1]
+    assert torch.equal(back.embeddings.cls_token, folded)
+    assert not back.embeddings.position_embeddings[:, :1].any()
+    assert torch.equal(back.embeddings.position_embeddings[:, 1:], embeddings.position_embeddings[:, 1:])
+    assert_agree(zoo(source, spec, "transformers", 0), zoo(back, spec, "transformers", 0), spec)
+
+
+def test_cli_parity_table_for_the_added_families(tiny_hub, capsys):
+    # the tiny Hub's timm and transformers checkpoints hold different random weights: converted first
+    names = ["dinov3-vits16", "dinov2-small-reg", "ijepa-vith14"]
+    assert main(["parity", *names, "--json"]) == 0
+    results = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    for name in names:
+        assert results[name]["error"] is None and results[name]["features"] <= ATOL, name
+        assert results[name]["weights"].startswith("differ")
+    assert main(["parity", "deit3-small"]) == 1
+    assert "no converter" in capsys.readouterr().out

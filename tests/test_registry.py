@@ -21,8 +21,51 @@ deit-small-distilled deit-base-distilled beit-base beit-base-pt22k beit-large di
 dino-vitb16 dino-vitb8 mae-base mae-large mae-huge dinov2-small dinov2-base""".split()
 
 
+# the names added with DINOv3, DINOv2 with registers, DeiT III and I-JEPA
+ADDED = "dinov3-vits16 dinov3-vitb16 dinov3-vitl16 dinov2-small-reg dinov2-base-reg deit3-small deit3-base ijepa-vith14".split()
+
+
 def test_every_promised_name_is_registered():
     assert set(REQUIRED) <= set(vitzoo.list_models())
+    assert set(ADDED) <= set(vitzoo.list_models())
+
+
+def test_added_names_as_published(capsys):
+    from vitzoo.cli import main
+
+    assert vitzoo.list_models(family="dinov3") == ["dinov3-vits16", "dinov3-vitb16", "dinov3-vitl16"]
+    # the licenses as published, the paper of each family
+    assert {vitzoo.get_spec(n).license for n in ADDED if n.startswith("dinov3")} == {"dinov3-license"}
+    assert vitzoo.get_spec("ijepa-vith14").license == "cc-by-nc-4.0"
+    assert vitzoo.get_spec("deit3-base").license == vitzoo.get_spec("dinov2-base-reg").license == "apache-2.0"
+    for name in ADDED:
+        spec = vitzoo.get_spec(name)
+        assert spec.to_dict()["paper"]["url"].startswith("https://arxiv.org/abs/") and spec.num_params, name
+        assert vitzoo.ModelSpec.from_dict(spec.to_dict()) == spec
+    # `vitzoo list` shows them; `vitzoo info` says what the license and the timm-only backend mean
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ADDED)
+    assert main(["info", "dinov3-vits16"]) == 0
+    info = capsys.readouterr().out
+    assert "dinov3-license" in info and "gated" in info and "DINOv3 License" in info
+    assert main(["info", "deit3-small"]) == 0
+    assert "transformers has no DeiT III class" in capsys.readouterr().out
+
+
+def test_missing_dinov3_weights_say_the_repository_is_gated(tmp_path, monkeypatch):
+    """The one error for weights missing from the cache carries the family's note: accept the DINOv3 License."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    for backend in ("transformers", "timm"):
+        with pytest.raises(vitzoo.WeightsNotFoundError) as error:
+            vitzoo.load("dinov3-vits16", backend=backend)
+        message = str(error.value)
+        assert "gated" in message and "DINOv3 License" in message and "hf auth login" in message, backend
+    with pytest.raises(vitzoo.WeightsNotFoundError) as error:
+        vitzoo.load("dinov2-small")
+    assert "note:" not in str(error.value)  # only families with something to say add a note
 
 
 def test_hub_ids_as_published():
@@ -33,6 +76,14 @@ def test_hub_ids_as_published():
     assert vitzoo.get_spec("dino-vits16").hub_id == "facebook/dino-vits16"
     assert vitzoo.get_spec("mae-base").hub_id == "facebook/vit-mae-base"
     assert vitzoo.get_spec("dinov2-small").hub_id == "facebook/dinov2-small"
+    assert vitzoo.get_spec("dinov3-vits16").hub_id == "facebook/dinov3-vits16-pretrain-lvd1689m"
+    assert vitzoo.get_spec("dinov2-small-reg").hub_id == "facebook/dinov2-with-registers-small"
+    assert vitzoo.get_spec("ijepa-vith14").hub_id == "facebook/ijepa_vith14_1k"
+    assert vitzoo.get_spec("deit3-small").hub_id == "timm/deit3_small_patch16_224.fb_in1k"  # timm's repository
+    timm_names = {"dinov3-vitl16": "vit_large_patch16_dinov3.lvd1689m", "deit3-small": "deit3_small_patch16_224.fb_in1k",
+                  "dinov2-base-reg": "vit_base_patch14_reg4_dinov2.lvd142m",
+                  "ijepa-vith14": "vit_huge_patch14_gap_224.in1k_ijepa"}
+    assert {name: vitzoo.get_spec(name).timm_name for name in timm_names} == timm_names
 
 
 def test_family_filter_and_wildcards():
@@ -76,18 +127,41 @@ def test_full_size_parameter_counts_on_meta_device(name):
     task = "classification" if spec.num_classes else "features"
     labels = {i: str(i) for i in range(spec.num_classes)} if spec.num_classes else None
     with torch.device("meta"):
-        hf_model = hf_backend.build(spec, task, id2label=labels, config_overrides={}, image_size=None)
+        hf_model = None  # DeiT III: transformers has no class for it
+        if not family.no_transformers:
+            hf_model = hf_backend.build(spec, task, id2label=labels, config_overrides={}, image_size=None)
         timm_model = None
         if spec.timm_name:
             arch = spec.timm_name.split(".")[0]
             timm_model = timm.create_model(arch, num_classes=spec.num_classes, **family.timm_kwargs(spec.architecture))
     if spec.num_params is None:
         pytest.skip(f"{name}: no published count")
-    # transformers' Dinov2Model carries a mask token (one hidden vector) the timm model does not
-    extra = spec.architecture.hidden_size if spec.family == "dinov2" else 0
-    assert _count(hf_model) == spec.num_params + extra
+    # transformers' DINOv2 models carry a mask token (one hidden vector) the timm model does not; with
+    # registers, also the CLS token's position row (timm folds it into the CLS token); DINOv3's, its zero
+    # q and v biases, which timm leaves out
+    arch = spec.architecture
+    extra = {
+        "dinov2": arch.hidden_size,
+        "dinov2_reg": 2 * arch.hidden_size,
+        "dinov3": arch.hidden_size + 2 * arch.hidden_size * arch.depth,
+    }.get(spec.family, 0)
+    if hf_model is not None:
+        assert _count(hf_model) == spec.num_params + extra
     if timm_model is not None:
         assert _count(timm_model) == spec.num_params
+
+
+# parameter counts as the READMEs and model cards round them (millions): DINOv3's and DINOv2's repository
+# tables, DeiT III's 22M/86M, the I-JEPA ViT-H/14's 631M on its Hub page. They round loosely (DINOv2's
+# "21 M" ViT-S/14 has 22.06M parameters, DINOv3's "300M" ViT-L/16 303M): a check of the magnitude, the exact
+# counts are the meta-device test's
+ROUNDED_COUNTS = {"dinov3-vits16": 21, "dinov3-vitb16": 86, "dinov3-vitl16": 300, "dinov2-small-reg": 21,
+                  "dinov2-base-reg": 86, "deit3-small": 22, "deit3-base": 86, "ijepa-vith14": 631}
+
+
+@pytest.mark.parametrize("name", ROUNDED_COUNTS)
+def test_added_counts_agree_with_the_published_rounded_ones(name):
+    assert vitzoo.get_spec(name).num_params / 1e6 == pytest.approx(ROUNDED_COUNTS[name], rel=0.06)
 
 
 def test_published_counts_from_the_issue():

@@ -9,6 +9,12 @@ Hub id in a Hub-cache layout (`models--org--name/refs/main` + `snapshots/<commit
 same for its timm equivalent under `timm/<arch>.<tag>`. With HF_HUB_OFFLINE=1 and HF_HUB_CACHE
 pointing there, `vitzoo.load("deit-small")` runs exactly the code a user online runs, minus the
 download.
+
+Two kinds of checkpoints are not in that layout. A family transformers cannot run (DeiT III, whose
+Hub repository is timm's own) gets its timm checkpoint only. timm weights published at a URL rather
+than in a Hub repository (I-JEPA's, on dl.fbaipublicfiles.com) go to torch's hub cache, which
+`build_tiny_hub` points (TORCH_HOME) at a folder beside the Hub cache, in the released file's
+layout.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ def tiny_config(repo_id: str) -> transformers.PretrainedConfig:
     with open(published(repo_id, "config.json")) as handle:
         values = json.load(handle)
     values.update(TINY_CONFIG)
+    if "stage_names" in values:  # backbone fields derived from the depth (DINOv2 with registers): rederived
+        for key in ("stage_names", "out_features", "out_indices"):
+            values.pop(key, None)
     if values["model_type"] == "vit_mae":
         values.update(TINY_DECODER)
     return transformers.AutoConfig.for_model(**values)
@@ -94,15 +103,25 @@ def write_timm_checkpoint(cache: str, spec: ModelSpec) -> None:
     model = timm.create_model(
         arch, pretrained=False, num_classes=spec.num_classes, **family.timm_kwargs(spec.architecture)
     )
-    save_for_hf(model, snapshot_dir(cache, f"timm/{spec.timm_name}"), safe_serialization=True)
+    cfg = timm.models.get_pretrained_cfg(spec.timm_name)
+    if cfg.hf_hub_id:
+        save_for_hf(model, snapshot_dir(cache, f"timm/{spec.timm_name}"), safe_serialization=True)
+        return
+    # weights at a URL: torch's hub cache, under the URL's file name. I-JEPA's release is a training
+    # checkpoint with the context encoder under "encoder", its keys prefixed by DDP's "module."
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(cfg.url))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"encoder": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
 
 
 def build_tiny_hub(cache: str, specs: list[ModelSpec]) -> list[ModelSpec]:
-    """Write every spec's tiny checkpoints into `cache`; return the tiny specs."""
+    """Write every spec's tiny checkpoints into `cache` (and torch's hub cache beside it); return the tiny specs."""
     torch.manual_seed(0)
+    os.environ["TORCH_HOME"] = os.path.join(os.path.dirname(os.path.abspath(cache)), "torch")
     tiny = [tiny_spec(spec) for spec in specs]
     for spec in tiny:
-        write_transformers_checkpoint(cache, spec)
+        if not get_family(spec.family).no_transformers:
+            write_transformers_checkpoint(cache, spec)
         if spec.timm_name:
             write_timm_checkpoint(cache, spec)
     return tiny

@@ -46,10 +46,22 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def family_note(what: str) -> str:
+    """What the family of registered model `what` says a user must do before its weights download
+    (`Family.weights_note`: a gated repository, a license to accept); "" for anything else."""
+    from vitzoo import registry
+
+    if not registry.is_registered(what):
+        return ""
+    return registry.get_family(registry.get_spec(what).family).weights_note
+
+
 def weights_not_found(repo_id: str, what: str, revision: str | None = None, cause: str = "") -> WeightsNotFoundError:
     where = "HF_HUB_OFFLINE=1 is set" if offline() else "the Hub cannot be reached from this machine"
     rev = f" at revision {revision!r}" if revision else ""
     detail = f"\n  ({cause})" if cause else ""
+    note = family_note(what)
+    detail += f"\n  note: {note}" if note else ""
     return WeightsNotFoundError(
         f"weights for {what} ({repo_id}{rev}) are not in the local Hub cache and {where}.\n"
         f"  cache directory: {cache_dir()} (set HF_HUB_CACHE or HF_HOME to use another)\n"

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # the order families are listed in: the historical order of the papers
-FAMILY_ORDER = ("vit", "deit", "beit", "dino", "mae", "dinov2")
+FAMILY_ORDER = ("vit", "deit", "beit", "dino", "mae", "deit3", "ijepa", "dinov2", "dinov2_reg", "dinov3")
 
 _SPECS: dict[str, ModelSpec] = {}
 _FAMILIES = FAMILIES

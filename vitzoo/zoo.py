@@ -148,7 +148,7 @@ def _resolve(name_or_path: str | os.PathLike, backend: str | None) -> _Source:
         return _folder_source(name, backend)
     if registry.is_registered(name):
         spec = registry.get_spec(name)
-        chosen = backend or "transformers"
+        chosen = backend or ("timm" if get_family(spec.family).no_transformers else "transformers")
         if chosen == "timm" and spec.timm_name is None:
             raise BadInputError(f"{name} has no timm equivalent; use backend='transformers'.")
         return _Source(spec, chosen, spec.timm_name if chosen == "timm" else spec.hub_id)
@@ -486,7 +486,7 @@ class ZooModel:
             with _eager_attention(self.model):
                 outputs = self.family.encode(self.model.base_model, pixel_values, output_attentions=True)
             attention = outputs.attentions[-1]
-        cls_attention = attention[:, :, 0, prefix:]
+        cls_attention = self.family.patch_attention(attention, prefix)  # CLS row, prefix tokens skipped
         grid_h = pixel_values.shape[-2] // self.spec.architecture.patch_size
         grid_w = pixel_values.shape[-1] // self.spec.architecture.patch_size
         return cls_attention.reshape(cls_attention.shape[0], cls_attention.shape[1], grid_h, grid_w).float()

@@ -6,7 +6,11 @@ A key map is a small declarative table. Each `Rename` pairs a timm key with a tr
 with `^`, which marks a key of the head class itself (the classifiers). A `Fused` entry is timm's
 fused `qkv` projection, which transformers keeps as separate q/k/v projections. Keys listed in
 `transformers_only` exist only in transformers and carry nothing a forward pass uses (mask
-tokens): they are filled with zeros going to transformers and dropped going to timm.
+tokens): they are filled with zeros going to transformers and dropped going to timm. Two optional
+whole-state hooks cover what one tensor at a time cannot: `to_timm_state` rewrites the transformers
+state before renaming (DINOv2 with registers folds its CLS position into the CLS token; DINOv3 drops
+q/v biases that are all zero, which timm's DINOv3 leaves out), `to_hf_state` completes the renamed
+one (DINOv3's zero q/v biases back).
 
 `convert_state_dict` applies a map in either direction with strict checks: a key no rule
 covers, a fused group with a member missing, a key the target model does not have, a key it
@@ -55,6 +59,15 @@ class KeyMap:
     rules: tuple[Rename | Fused, ...]
     transformers_only: tuple[str, ...] = ()
     default_timm_arch: str = "vit_base_patch16_224"
+    # the token layout a timm model must have: a CLS token, register tokens, a position table without
+    # the prefix tokens (timm's `no_embed_class`), and the class of its rotary embedding (None: no RoPE)
+    class_token: bool = True
+    registers: int = 0
+    no_embed_class: bool = False
+    timm_rope: str | None = None
+    # whole-state hooks (see the module docstring): (state, transformers prefix) -> state
+    to_timm_state: Callable[[dict[str, Tensor], str], dict[str, Tensor]] | None = None
+    to_hf_state: Callable[[dict[str, Tensor], str], dict[str, Tensor]] | None = None
     _compiled: dict = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -180,25 +193,139 @@ DINOV2_BLOCK = (
     Rename("blocks.{i}.mlp.fc2.bias", "encoder.layer.{i}.mlp.fc2.bias"),
     Rename("blocks.{i}.ls2.gamma", "encoder.layer.{i}.layer_scale2.lambda1"),
 )
+DINOV2_HEAD = (
+    Rename("head.weight", "^classifier.weight", to_hf=_pad_dinov2_head, to_timm=_unpad_dinov2_head),
+    Rename("head.bias", "^classifier.bias"),
+)
 DINOV2 = KeyMap(
     "dinov2",
     "DINOv2",
     ("VisionTransformer",),
     ("dinov2",),
     "token",
-    PATCH_EMBED
-    + POS_EMBED
-    + DINOV2_BLOCK
-    + FINAL_NORM
-    + (
-        Rename("head.weight", "^classifier.weight", to_hf=_pad_dinov2_head, to_timm=_unpad_dinov2_head),
-        Rename("head.bias", "^classifier.bias"),
-    ),
+    PATCH_EMBED + POS_EMBED + DINOV2_BLOCK + FINAL_NORM + DINOV2_HEAD,
     transformers_only=("embeddings.mask_token",),
     default_timm_arch="vit_base_patch14_dinov2",
 )
 
-KEYMAPS: dict[str, KeyMap] = {"vit": VIT, "deit": DEIT, "beit": BEIT, "dino": DINO, "mae": MAE, "dinov2": DINOV2}
+# DINOv2 with registers: DINOv2's blocks; timm (no_embed_class) keeps no position row for the CLS token
+def _fold_cls_position(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """transformers -> timm: the CLS token's position row moves into the CLS token (timm adds none to it)."""
+    out = dict(state)
+    cls, pos = prefix + "embeddings.cls_token", prefix + "embeddings.position_embeddings"
+    if cls in out and pos in out:
+        out[cls] = out[cls] + out[pos][:, :1]
+        out[pos] = torch.cat([torch.zeros_like(out[pos][:, :1]), out[pos][:, 1:]], dim=1)
+    return out
+
+
+def _add_cls_position_row(pos: Tensor) -> Tensor:
+    return torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
+
+
+def _drop_cls_position_row(pos: Tensor, key: str) -> Tensor:
+    if torch.count_nonzero(pos[:, :1]):
+        raise BadInputError(f"{key}: the CLS token's position row is not zero; fold it into the CLS token first")
+    return pos[:, 1:]
+
+
+DINOV2_REG = KeyMap(
+    "dinov2_reg",
+    "DINOv2 with registers",
+    ("VisionTransformer",),
+    ("dinov2_with_registers",),
+    "token",
+    PATCH_EMBED
+    + (
+        Rename("reg_token", "embeddings.register_tokens"),
+        Rename("pos_embed", "embeddings.position_embeddings", to_hf=_add_cls_position_row, to_timm=_drop_cls_position_row),
+    )
+    + DINOV2_BLOCK
+    + FINAL_NORM
+    + DINOV2_HEAD,
+    transformers_only=("embeddings.mask_token",),
+    default_timm_arch="vit_base_patch14_reg4_dinov2",
+    registers=4,
+    no_embed_class=True,
+    to_timm_state=_fold_cls_position,
+)
+
+# DINOv3: RoPE (no position table), 4 registers, layer scale; q/v biases but no k bias
+DINOV3_QV_BIASES = ("attention.q_proj.bias", "attention.v_proj.bias")
+
+
+def _drop_zero_qv_biases(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """transformers -> timm: q/v biases that are all zero (the released weights') are left out, as
+    timm's `vit_*_dinov3` has none; any non-zero one keeps them all (timm's qkv_bias=True)."""
+    biases = [k for k in state if k.endswith(DINOV3_QV_BIASES)]
+    if any(torch.count_nonzero(state[k]) for k in biases):
+        return dict(state)
+    return {k: v for k, v in state.items() if k not in biases}
+
+
+def _zero_qv_biases(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """timm -> transformers: zero q/v biases where the timm model has none (the released layout)."""
+    out = dict(state)
+    for key, value in state.items():
+        if key.endswith("attention.q_proj.weight"):
+            for name in DINOV3_QV_BIASES:
+                out.setdefault(key[: -len("attention.q_proj.weight")] + name, value.new_zeros(value.shape[0]))
+    return out
+
+
+DINOV3 = KeyMap(
+    "dinov3",
+    "DINOv3",
+    ("Eva",),
+    ("dinov3_vit",),
+    "token",
+    (
+        Rename("cls_token", "embeddings.cls_token"),
+        Rename("reg_token", "embeddings.register_tokens"),
+        Rename("patch_embed.proj.weight", "embeddings.patch_embeddings.weight"),
+        Rename("patch_embed.proj.bias", "embeddings.patch_embeddings.bias"),
+        Rename("blocks.{i}.norm1.weight", "model.layer.{i}.norm1.weight"),
+        Rename("blocks.{i}.norm1.bias", "model.layer.{i}.norm1.bias"),
+        Fused("blocks.{i}.attn.qkv.weight", tuple(f"model.layer.{{i}}.attention.{p}_proj.weight" for p in "qkv")),
+        Rename("blocks.{i}.attn.q_bias", "model.layer.{i}.attention.q_proj.bias"),
+        Rename("blocks.{i}.attn.v_bias", "model.layer.{i}.attention.v_proj.bias"),
+        Rename("blocks.{i}.attn.proj.weight", "model.layer.{i}.attention.o_proj.weight"),
+        Rename("blocks.{i}.attn.proj.bias", "model.layer.{i}.attention.o_proj.bias"),
+        Rename("blocks.{i}.gamma_1", "model.layer.{i}.layer_scale1.lambda1"),
+        Rename("blocks.{i}.norm2.weight", "model.layer.{i}.norm2.weight"),
+        Rename("blocks.{i}.norm2.bias", "model.layer.{i}.norm2.bias"),
+        Rename("blocks.{i}.mlp.fc1.weight", "model.layer.{i}.mlp.up_proj.weight"),
+        Rename("blocks.{i}.mlp.fc1.bias", "model.layer.{i}.mlp.up_proj.bias"),
+        Rename("blocks.{i}.mlp.fc2.weight", "model.layer.{i}.mlp.down_proj.weight"),
+        Rename("blocks.{i}.mlp.fc2.bias", "model.layer.{i}.mlp.down_proj.bias"),
+        Rename("blocks.{i}.gamma_2", "model.layer.{i}.layer_scale2.lambda1"),
+        Rename("norm.weight", "norm.weight"),
+        Rename("norm.bias", "norm.bias"),
+    ),
+    transformers_only=("embeddings.mask_token",),
+    default_timm_arch="vit_base_patch16_dinov3",
+    registers=4,
+    timm_rope="RotaryEmbeddingDinoV3",
+    to_timm_state=_drop_zero_qv_biases,
+    to_hf_state=_zero_qv_biases,
+)
+
+# I-JEPA: a ViT without CLS token (patches only in the position table), mean-pooled
+IJEPA = KeyMap(
+    "ijepa",
+    "I-JEPA",
+    ("VisionTransformer",),
+    ("ijepa",),
+    "avg",
+    PATCH_EMBED[1:] + POS_EMBED + vit_block() + QKV_BIAS + FINAL_NORM + HEAD,
+    default_timm_arch="vit_huge_patch14_gap_224",
+    class_token=False,
+)
+
+KEYMAPS: dict[str, KeyMap] = {
+    "vit": VIT, "deit": DEIT, "beit": BEIT, "dino": DINO, "mae": MAE, "dinov2": DINOV2,
+    "dinov2_reg": DINOV2_REG, "dinov3": DINOV3, "ijepa": IJEPA,
+}
 CONVERTIBLE_FAMILIES = tuple(KEYMAPS)
 
 
@@ -272,7 +399,7 @@ def timm_to_transformers(state_dict: Mapping[str, Tensor], keymap: KeyMap, prefi
                 f"timm key {key!r} has no counterpart in the {keymap.title} key map: "
                 f"is this a {keymap.title} model, with an architecture transformers supports?"
             )
-    return out
+    return keymap.to_hf_state(out, prefix) if keymap.to_hf_state else out
 
 
 def transformers_to_timm(state_dict: Mapping[str, Tensor], keymap: KeyMap, prefix: str = "") -> dict[str, Tensor]:
@@ -281,6 +408,8 @@ def transformers_to_timm(state_dict: Mapping[str, Tensor], keymap: KeyMap, prefi
     groups: dict[str, tuple[Fused, re.Match[str], dict[int, Tensor]]] = {}
     patterns = _patterns(keymap, prefix)
     dropped = [_pattern(prefix + key) for key in keymap.transformers_only]
+    if keymap.to_timm_state:
+        state_dict = keymap.to_timm_state(dict(state_dict), prefix)
     for key, value in state_dict.items():
         if any(pattern.match(key) for pattern in dropped):
             continue  # no timm counterpart and unused by a forward pass (see the module docstring)

@@ -26,13 +26,18 @@ from vitzoo.registry import ModelSpec, Preprocessing, family_for_model_type, get
 # timm architecture names outside the registry -> (family, distilled), first match wins
 TIMM_NAME_FAMILIES = (
     (re.compile(r"^deit\d*_.*distilled"), "deit", True),
-    (re.compile(r"^deit\d*_"), "deit", False),
+    (re.compile(r"^deit_"), "deit", False),  # DeiT III (deit3_*) has no transformers class
     (re.compile(r"^beit_"), "beit", False),
+    (re.compile(r"_reg4_dinov2"), "dinov2_reg", False),
     (re.compile(r"dinov2"), "dinov2", False),
+    (re.compile(r"dinov3"), "dinov3", False),
+    (re.compile(r"^vit_\w+_patch\d+_gap_\d+$"), "ijepa", False),  # no CLS token, mean-pooled: I-JEPA's layout
     (re.compile(r"^vit_"), "vit", False),
 )
 # timm classes -> the family a message suggests when a model of the wrong family is given
-TIMM_CLASS_HINT = {"Beit": "beit", "VisionTransformerDistilled": "deit (distilled)", "VisionTransformer": "vit"}
+TIMM_CLASS_HINT = {
+    "Beit": "beit", "VisionTransformerDistilled": "deit (distilled)", "VisionTransformer": "vit", "Eva": "dinov3",
+}
 
 
 # --------------------------------------------------------------------------- timm side helpers
@@ -44,7 +49,7 @@ def family_for_timm_name(name: str) -> tuple[str, bool]:
             return family, distilled
     raise BadInputError(
         f"timm model {name!r} does not belong to a family vitzoo converts (its name should look like "
-        "vit_*, deit_*, deit_*distilled*, beit_* or *dinov2*)"
+        "vit_*, deit_*, deit_*distilled*, beit_*, *dinov2*, *_reg4_dinov2*, *dinov3* or vit_*_gap_*)"
     )
 
 
@@ -81,10 +86,24 @@ def _check_timm_model(model: nn.Module, keymap: KeyMap, spec: ModelSpec) -> None
     act = getattr(model.blocks[0].mlp, "act", None)
     if not (isinstance(act, nn.GELU) and act.approximate == "none"):
         raise BadInputError(f"the timm model's MLP activation is {act!r}; transformers' {keymap.title} uses exact GELU")
-    if getattr(model, "num_reg_tokens", 0) or getattr(model, "no_embed_class", False):
+    reg_token = getattr(model, "reg_token", None)  # VisionTransformer and Eva keep their registers here
+    registers = reg_token.shape[1] if reg_token is not None else 0
+    if registers != keymap.registers:
         raise BadInputError(
-            "the timm model has register tokens or unembedded prefix tokens, which transformers' "
-            f"{keymap.title} does not have"
+            f"the timm model has {registers} register tokens, transformers' {keymap.title} has {keymap.registers}"
+        )
+    if (getattr(model, "cls_token", None) is not None) != keymap.class_token:
+        has = "has a" if keymap.class_token else "has no"
+        raise BadInputError(f"transformers' {keymap.title} {has} CLS token, and the timm model does not agree")
+    if getattr(model, "pos_embed", None) is not None and getattr(model, "no_embed_class", False) != keymap.no_embed_class:
+        raise BadInputError(
+            f"the timm model's position table {'skips' if model.no_embed_class else 'covers'} the prefix tokens; "
+            f"transformers' {keymap.title} {'skips' if keymap.no_embed_class else 'covers'} them"
+        )
+    rope = type(getattr(model, "rope", None)).__name__ if getattr(model, "rope", None) is not None else None
+    if rope != keymap.timm_rope:
+        raise BadInputError(
+            f"the timm model's rotary position embedding is {rope}; transformers' {keymap.title} uses {keymap.timm_rope}"
         )
 
 
@@ -104,7 +123,11 @@ def timm_labels(model: nn.Module, spec: ModelSpec | None = None) -> dict[int, st
 
 
 def hf_prefix(model: PreTrainedModel) -> str:
-    return "" if model.base_model is model else model.base_model_prefix + "."
+    """The prefix of the encoder's weights: "" for a features model (its embeddings at the top, whatever
+    `base_model` says: DINOv3ViTModel's names its layer stack), the base-model prefix under a head."""
+    if model.base_model is model or isinstance(getattr(model, "embeddings", None), nn.Module):
+        return ""
+    return model.base_model_prefix + "."
 
 
 # --------------------------------------------------------------------------- timm -> transformers
@@ -205,10 +228,7 @@ def timm_arch_name(spec: ModelSpec, keymap: KeyMap) -> str:
             family, distilled = family_for_timm_name(arch)
         except BadInputError:
             return arch
-        same_kind = (family == "beit") == (keymap.family == "beit") and (family == "dinov2") == (
-            keymap.family == "dinov2"
-        )
-        if same_kind and distilled == (keymap.timm_classes == ("VisionTransformerDistilled",)):
+        if keymap_for(family, distilled).rules == keymap.rules:  # the same layout (ViT, DeiT, DINO, MAE share one)
             return arch
     return keymap.default_timm_arch
 
@@ -241,7 +261,7 @@ def to_timm(hf_model: PreTrainedModel, spec: ModelSpec) -> nn.Module:
     arch = family.architecture_from_config(config)
     state = hf_model.state_dict()
     prefix = hf_prefix(hf_model)
-    num_classes = int(config.num_labels) if hf_model.base_model is not hf_model else 0
+    num_classes = int(config.num_labels) if prefix else 0  # a head on top: the encoder sits under its prefix
     kwargs = family.timm_kwargs(arch)
     kwargs["num_classes"] = num_classes
     kwargs.update(family.timm_kwargs_from_transformers(config, state, prefix))

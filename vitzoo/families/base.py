@@ -20,7 +20,9 @@ TASKS = ("classification", "features", "pretraining")
 
 
 # learned tokens and position tables that papers (and timm) draw from N(0, 0.02) at random init
-SCRATCH_TOKENS = ("cls_token", "mask_token", "distillation_token", "position_embeddings")
+# (transformers leaves DINOv2-with-registers' register tokens at zero: four identical tokens would stay
+# identical through training)
+SCRATCH_TOKENS = ("cls_token", "mask_token", "distillation_token", "position_embeddings", "register_tokens")
 
 
 class Family:
@@ -45,6 +47,15 @@ class Family:
     head_names: ClassVar[frozenset[str]] = frozenset({"classifier", "head"})
     # models outside the registry that only timm runs (no spec of their own, no transformers classes)
     timm_only: ClassVar[bool] = False
+    # why transformers cannot run this registered family (it has no such model class): non-empty means
+    # the timm backend only, and asking transformers for it is refused with this reason (DeiT III)
+    no_transformers: ClassVar[str] = ""
+    # what a user must do before this family's weights download (a gated repository, a license to
+    # accept): added to the error when they are missing from the cache (`vitzoo.hub.weights_not_found`)
+    weights_note: ClassVar[str] = ""
+    # learned register tokens between the CLS token and the patches (Darcet et al., 2024); they carry
+    # no image position, so pooling and attention maps skip them
+    register_tokens: ClassVar[int] = 0
     # transformers class per task; None means the family has no such model
     classes: ClassVar[dict[str, str | None]] = {
         "classification": "ViTForImageClassification",
@@ -85,6 +96,11 @@ class Family:
         import transformers
 
         check_task(task)
+        if self.no_transformers:
+            raise BadInputError(
+                f"{spec.name} ({self.label}) runs on the timm backend only: {self.no_transformers} "
+                "Load it with backend='timm' (--backend timm on the command line)."
+            )
         class_name = self.classes.get(task)
         if class_name is None:
             raise BadInputError(
@@ -154,7 +170,14 @@ class Family:
         raise NotImplementedError(f"{self.name} checkpoints load directly")
 
     def num_prefix_tokens(self, arch: Architecture) -> int:
-        return 2 if arch.distillation_token else 1
+        """Tokens before the patches in the encoder's output: CLS (and DeiT's distillation token), registers."""
+        return (2 if arch.distillation_token else 1) + self.register_tokens
+
+    def patch_attention(self, attention: torch.Tensor, num_prefix: int) -> torch.Tensor:
+        """One weight per head and patch from the last layer's attention (B x heads x tokens x tokens):
+        what the CLS token (token 0) attends to in each patch, the `num_prefix` tokens before the
+        patches (CLS, distillation token, registers) left out."""
+        return attention[:, :, 0, num_prefix:]
 
     def forward_kwargs(self, pixel_values: torch.Tensor, config: PretrainedConfig) -> dict[str, Any]:
         """Extra arguments every forward of a features model needs."""
