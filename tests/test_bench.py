@@ -17,11 +17,16 @@ def test_bench_model_figures_agree(tiny_hub):
     result = bench.bench_model("deit-small", batch_size=4, image_size=16, device=torch.device("cpu"),
                                min_seconds=0.05, peak_flops=peak)
     for key in ("predict_images_per_second", "transformers_images_per_second", "timm_images_per_second",
-                "pipeline_images_per_second", "train_images_per_second", "timm_train_images_per_second",
-                "data_images_per_second", "predict_latency_ms"):
+                "pipeline_images_per_second", "pipeline_bf16_images_per_second", "train_images_per_second",
+                "timm_train_images_per_second", "data_images_per_second", "predict_latency_ms"):
         assert result[key] > 0, key
     assert result["predict_vs_raw"] == pytest.approx(result["predict_images_per_second"] / result["transformers_images_per_second"])
     assert result["predict_vs_pipeline"] == pytest.approx(result["predict_images_per_second"] / result["pipeline_images_per_second"])
+    assert result["predict_vs_pipeline_bf16"] == pytest.approx(
+        result["predict_images_per_second"] / result["pipeline_bf16_images_per_second"])
+    # the precision's cost, on the cached (tiny) released weights, over the bench's 4 photos
+    assert result["precision"] == "auto" and result["agreement_weights"] == "pretrained" and result["agreement_images"] == 4
+    assert 0 <= result["top1_agreement"] <= 1 and result["max_abs_logit_diff"] >= 0
     flops = result["gflops_per_image"] * 1e9
     assert result["inference_mfu"] == pytest.approx(flops * result["transformers_images_per_second"] / peak)
     assert result["train_mfu"] == pytest.approx(3 * flops * result["train_images_per_second"] / peak)

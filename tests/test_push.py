@@ -56,8 +56,10 @@ def classifier_run(tmp_path_factory):
 
 
 def save_model(folder, name, training, task="classification", labels=None, args=None, results=None, arch=ARCH):
-    """A run-like folder with model/ saved by vitzoo, as another recipe would leave it."""
-    zoo = vitzoo.load(name, task=task, id2label=labels, pretrained=False, image_size=16, config_overrides=arch)
+    """A run-like folder with model/ saved by vitzoo, as another recipe would leave it (the ZooModel computes
+    in fp32, as plain transformers does, for the comparisons)."""
+    zoo = vitzoo.load(name, task=task, id2label=labels, pretrained=False, image_size=16, config_overrides=arch,
+                      precision="fp32")
     zoo.save_pretrained(os.path.join(folder, "model"), extra_metadata={"training": training})
     for file, data in (("args.json", args), ("results.json", results)):
         if data is not None:
@@ -139,9 +141,9 @@ def test_classifier_export_card_and_loading(classifier_run, capsys):
         assert text in card.text, text
     assert "top_k" in card.text and "None" not in card.text
 
-    # the export loads with vitzoo and with plain transformers, with the run's model's outputs
-    original = vitzoo.load(os.path.join(classifier_run, "model"))
-    exported = vitzoo.load(export)
+    # the export loads with vitzoo and with plain transformers, with the run's model's outputs (all in fp32)
+    original = vitzoo.load(os.path.join(classifier_run, "model"), precision="fp32")
+    exported = vitzoo.load(export, precision="fp32")
     plain = transformers.AutoModelForImageClassification.from_pretrained(export).eval()
     pixels = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
@@ -197,7 +199,7 @@ def test_distilled_student(tmp_path):
     pixels = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(plain(pixel_values=pixels).logits, zoo.logits(pixels))
-        assert torch.equal(vitzoo.load(export).logits(pixels), zoo.logits(pixels))
+        assert torch.equal(vitzoo.load(export, precision="fp32").logits(pixels), zoo.logits(pixels))
 
 
 def test_self_supervised_encoder_without_results(tmp_path):
@@ -227,7 +229,7 @@ def test_self_supervised_encoder_without_results(tmp_path):
     pixels = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(plain(pixel_values=pixels).last_hidden_state[:, 0], zoo.embed(pixels), atol=1e-6)
-        assert torch.equal(vitzoo.load(export).embed(pixels), zoo.embed(pixels))
+        assert torch.equal(vitzoo.load(export, precision="fp32").embed(pixels), zoo.embed(pixels))
 
 
 def test_dino_self_distillation_and_mae_pretraining_are_encoders(tmp_path):

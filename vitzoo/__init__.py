@@ -9,12 +9,13 @@ import vitzoo.families  # noqa: F401, I001  (every family file registers its che
 from vitzoo.errors import BadInputError, UnknownModelError, VitzooError, WeightsNotFoundError
 from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_spec, list_families, list_models
 from vitzoo.version import __version__
-from vitzoo.zoo import ZooModel, load
+from vitzoo.zoo import PrecisionAgreement, ZooModel, load, precision_agreement
 
 __all__ = [
     "Architecture",
     "BadInputError",
     "ModelSpec",
+    "PrecisionAgreement",
     "Preprocessing",
     "UnknownModelError",
     "VitzooError",
@@ -25,4 +26,5 @@ __all__ = [
     "list_families",
     "list_models",
     "load",
+    "precision_agreement",
 ]

@@ -1,11 +1,16 @@
 """`vitzoo bench`: how fast vitzoo turns this machine into predictions and trained models, against
 its peers and against the machine's own limit, all measured in one run on one device.
 
-For each model, batch size and image size:
+For each model, batch size and image size, in the inference precision chosen (`--precision`, auto
+by default: bf16 autocast where the hardware computes it natively, see `vitzoo.precision`):
 
 * inference images/s of `ZooModel.predict` on decoded images (preprocessing included), of the raw
-  transformers model and of the raw timm model on ready tensors, and of
-  `transformers.pipeline("image-classification")` on the same decoded images, with ratios;
+  transformers model and of the raw timm model on ready tensors (autocast to the same dtype), and of
+  `transformers.pipeline("image-classification")` on the same decoded images, loaded from a folder as
+  a user would, once with its defaults (fp32) and once given `dtype=torch.bfloat16`, with ratios;
+* the quality cost of the precision: top-1 agreement with fp32 and the largest logit and embedding
+  differences (`vitzoo.precision_agreement`) on the same photos, with the released weights where
+  they are in the Hub cache, else with the random ones (near-tied logits: a pessimistic figure);
 * batch-1 latency of `ZooModel.predict`;
 * training-step images/s (forward, backward, AdamW step, as the fine-tuning recipe runs it), on
   the transformers backend and, where the model has a timm twin, on the timm backend too; and
@@ -22,6 +27,7 @@ Weights are random (speed does not depend on them), so the benchmark needs no do
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,8 +37,7 @@ import torch
 
 import vitzoo
 from vitzoo.measure import count_flops, latency, throughput
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vitzoo.precision import autocast, dtype_name
 
 
 def _sync(device: torch.device) -> None:
@@ -76,19 +81,13 @@ def sample_images(count: int, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def bench_model(
     name: str,
     *,
     batch_size: int,
     image_size: int,
     device: torch.device,
-    dtype: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     channels_last: bool = False,
     min_seconds: float = 2.0,
@@ -100,36 +99,38 @@ def bench_model(
 ) -> dict[str, Any]:
     """Every figure above for one model at one batch and image size (with `trainer_steps` > 0 on a
     CPU, also the fine-tuning recipe against `transformers.Trainer`, each with its defaults)."""
-    torch_dtype = DTYPES[dtype]
-    zoo = vitzoo.load(name, pretrained=False, image_size=image_size, device=device)
+    zoo = vitzoo.load(name, pretrained=False, image_size=image_size, device=device, precision=precision)
+    torch_dtype = zoo.compute_dtype
+    images = sample_images(batch_size)
     model = zoo.model.eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward_model = torch.compile(model) if compile else model
 
     def hf_forward(pixels: torch.Tensor) -> torch.Tensor:
-        with _autocast(device, torch_dtype):
+        with autocast(device.type, torch_dtype):
             return forward_model(pixel_values=pixels).logits
 
     result: dict[str, Any] = {"model": name, "batch_size": batch_size, "image_size": image_size, "device": str(device),
-                              "dtype": dtype, "compile": compile, "params": zoo.num_params}
+                              "precision": precision, "dtype": dtype_name(torch_dtype), "compile": compile,
+                              "params": zoo.num_params}
+    result.update(_agreement(zoo, images, precision))
+    if include_pipeline:  # a folder, as users load the pipeline: from_pretrained with its defaults, or a dtype
+        with tempfile.TemporaryDirectory() as folder:
+            zoo.save_pretrained(folder)
+            result["pipeline_images_per_second"] = _pipeline_rate(folder, images, device, min_seconds)
+            result["pipeline_bf16_images_per_second"] = _pipeline_rate(folder, images, device, min_seconds,
+                                                                       dtype=torch.bfloat16)
     flops = count_flops(lambda x: model(pixel_values=x).logits, image_size, model)
     result["gflops_per_image"] = flops / 1e9
     iters = dict(warmup=2, iters=3, min_seconds=min_seconds)
     result["transformers_images_per_second"] = throughput(hf_forward, image_size, model, batch_size=batch_size, **iters)
 
-    images = sample_images(batch_size)
-    zoo.model = forward_model  # predict runs the same (possibly compiled) module
-
-    def predict() -> Any:
-        with _autocast(device, torch_dtype):
-            return zoo.predict(images, top_k=5)
-
-    with torch.no_grad():
-        result["predict_images_per_second"] = batch_size / _timed(predict, device, warmup=1, min_seconds=min_seconds, min_iters=3)
+    zoo.model = forward_model  # predict runs the same (possibly compiled) module, in its own precision
+    result["predict_images_per_second"] = batch_size / _timed(lambda: zoo.predict(images, top_k=5), device, warmup=1,
+                                                              min_seconds=min_seconds, min_iters=3)
     one = images[:1]
-    with torch.no_grad():
-        result["predict_latency_ms"] = 1000 * _timed(lambda: zoo.predict(one), device, warmup=2, min_seconds=min_seconds / 2, min_iters=5)
+    result["predict_latency_ms"] = 1000 * _timed(lambda: zoo.predict(one), device, warmup=2, min_seconds=min_seconds / 2, min_iters=5)
     result["transformers_latency"] = latency(hf_forward, image_size, model, iters=10)
 
     spec = zoo.spec
@@ -139,12 +140,10 @@ def bench_model(
         timm_forward_model = torch.compile(timm_model) if compile else timm_model
 
         def timm_forward(pixels: torch.Tensor) -> torch.Tensor:
-            with _autocast(device, torch_dtype):
+            with autocast(device.type, torch_dtype):
                 return timm_forward_model(pixels)
 
         result["timm_images_per_second"] = throughput(timm_forward, image_size, timm_model, batch_size=batch_size, **iters)
-    if include_pipeline:
-        result["pipeline_images_per_second"] = _pipeline_rate(zoo, model, images, batch_size, device, min_seconds)
     if include_training:
         result["train_images_per_second"] = _train_rate(zoo, batch_size, device, torch_dtype, compile, min_seconds)
         if spec.timm_name:  # the same step on the timm backend (`--backend timm` in the recipes)
@@ -163,6 +162,7 @@ def bench_model(
     result["predict_vs_fastest_raw"] = result["predict_images_per_second"] / raw_best
     if "pipeline_images_per_second" in result:
         result["predict_vs_pipeline"] = result["predict_images_per_second"] / result["pipeline_images_per_second"]
+        result["predict_vs_pipeline_bf16"] = result["predict_images_per_second"] / result["pipeline_bf16_images_per_second"]
     if peak_flops:
         result["peak_matmul_gflops"] = peak_flops / 1e9
         result["inference_mfu"] = flops * result["transformers_images_per_second"] / peak_flops
@@ -175,19 +175,33 @@ def bench_model(
     return result
 
 
-def _pipeline_rate(zoo, model, images, batch_size: int, device: torch.device, min_seconds: float) -> float:
-    """`transformers.pipeline("image-classification")` on the same decoded images."""
+def _agreement(zoo, images: list[np.ndarray], precision: str) -> dict[str, Any]:
+    """`vitzoo.precision_agreement` of `precision` on the bench's photos, with the released weights where
+    the Hub cache holds them (a trained model's margins), else with `zoo`'s random ones."""
+    from vitzoo import hub
+
+    if zoo.spec.hub_id and hub.is_cached(zoo.spec.hub_id, "model.safetensors"):
+        zoo, weights = vitzoo.load(zoo.spec.name, image_size=zoo.image_size, device=zoo.device), "pretrained"
+    else:
+        weights = "random"
+    agreement = vitzoo.precision_agreement(zoo, images, precision, batch_size=len(images))
+    return {"top1_agreement": agreement.top1_agreement, "max_abs_logit_diff": agreement.max_abs_logit_diff,
+            "max_abs_embedding_diff": agreement.max_abs_embedding_diff, "agreement_images": agreement.images,
+            "agreement_weights": weights}
+
+
+def _pipeline_rate(folder: str, images: list[np.ndarray], device: torch.device, min_seconds: float,
+                   dtype: torch.dtype | None = None) -> float:
+    """`transformers.pipeline("image-classification")` loaded from `folder` on the same decoded images:
+    with its defaults (fp32 weights), or given `dtype` (weights and inputs cast to it)."""
     import transformers
     from PIL import Image
 
-    data = zoo.preprocessor.to_image_processor_dict()
-    processor_class = getattr(transformers, data.pop("image_processor_type"))
-    classifier = transformers.pipeline(
-        "image-classification", model=model, image_processor=processor_class(**data), device=device
-    )
+    classifier = transformers.pipeline("image-classification", model=folder, device=device,
+                                       **({"dtype": dtype} if dtype is not None else {}))
     pil_images = [Image.fromarray(image) for image in images]
-    return batch_size / _timed(lambda: classifier(pil_images, batch_size=batch_size, top_k=5), device,
-                               warmup=1, min_seconds=min_seconds, min_iters=2)
+    return len(images) / _timed(lambda: classifier(pil_images, batch_size=len(images), top_k=5), device,
+                                warmup=1, min_seconds=min_seconds, min_iters=2)
 
 
 def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, compile: bool, min_seconds: float,
@@ -209,7 +223,7 @@ def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, 
 
     def step() -> None:
         pixels = normalize_batch(images, train_zoo.spec.preprocessing)
-        with _autocast(device, dtype):
+        with autocast(device.type, dtype):
             logits = step_model(pixels) if train_zoo.backend == "timm" else step_model(pixel_values=pixels).logits
             loss = criterion(logits, labels)
         loss.backward()
@@ -272,8 +286,13 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         ("transformers_images_per_second", "raw HF img/s", "{:.1f}"),
         ("timm_images_per_second", "raw timm img/s", "{:.1f}"),
         ("pipeline_images_per_second", "pipeline img/s", "{:.1f}"),
+        ("pipeline_bf16_images_per_second", "pipeline bf16 img/s", "{:.1f}"),
         ("predict_vs_fastest_raw", "predict / fastest raw", "{:.2f}x"),
         ("predict_vs_pipeline", "predict / pipeline", "{:.2f}x"),
+        ("predict_vs_pipeline_bf16", "predict / pipeline bf16", "{:.2f}x"),
+        ("top1_agreement", "top-1 agreement vs fp32", "{:.1%}"),
+        ("max_abs_logit_diff", "max logit diff vs fp32", "{:.3g}"),
+        ("agreement_weights", "agreement weights", "{}"),
         ("predict_latency_ms", "predict b1 ms", "{:.1f}"),
         ("train_images_per_second", "train img/s", "{:.1f}"),
         ("timm_train_images_per_second", "timm train img/s", "{:.1f}"),

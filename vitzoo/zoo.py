@@ -18,6 +18,7 @@ from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.families.base import check_task
 from vitzoo.images import Preprocessor, preprocessing_from_image_processor
 from vitzoo.io import atomic_directory
+from vitzoo.precision import autocast, dtype_name, resolve_precision
 from vitzoo.registry import ModelSpec, Preprocessing, get_family
 
 BACKENDS = ("transformers", "timm")
@@ -211,6 +212,7 @@ def load(
     device: str | torch.device | None = None,
     image_size: int | None = None,
     config_overrides: str | Mapping[str, Any] | None = None,
+    precision: str = "auto",
 ) -> ZooModel:
     """Load any registered checkpoint, local folder or timm model as a `ZooModel`.
 
@@ -227,6 +229,12 @@ def load(
         image_size: another input size; position embeddings are interpolated.
         config_overrides: architecture changes for a random-init model, as a dict or as
             transformers' examples spell them: "hidden_size=64,num_hidden_layers=4".
+        precision: what predict, embed, attention_maps, logits and features compute in, under
+            torch.autocast on the model's device: "auto" (bf16 on GPUs that support it and on
+            CPUs with native bf16, AVX512-BF16 or AMX; fp32 elsewhere), "fp32" (no autocast),
+            "bf16", or "fp16" (GPUs only: refused on CPUs, where bf16 is as fast and safer; see
+            `vitzoo.precision.resolve_precision`). Results are fp32 whatever it is; the weights
+            stay fp32. `ZooModel.precision` changes it later; `precision_agreement` measures it.
 
     Example:
         >>> model = vitzoo.load("deit-small")  # doctest: +SKIP
@@ -239,6 +247,7 @@ def load(
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
         raise BadInputError(f"image_size must be a positive number of pixels, got {image_size!r}")
     device = check_device(device)
+    resolve_precision(precision, device or "cpu")  # a bad precision is refused before anything loads
     source = _resolve(name_or_path, backend)
     spec = source.spec
     labels = resolve_labels(num_labels, id2label)
@@ -270,12 +279,12 @@ def load(
     else:
         model = hf_backend.build(spec, task, id2label=labels, config_overrides=overrides, image_size=image_size)
 
-    zoo = ZooModel(
-        model, spec, task=task, backend=source.backend, pretrained=pretrained, id2label=labels, image_size=image_size
-    )
     if device is not None:
-        zoo.to(device)
-    return zoo
+        model.to(device)
+    return ZooModel(
+        model, spec, task=task, backend=source.backend, pretrained=pretrained, id2label=labels, image_size=image_size,
+        precision=precision,
+    )
 
 
 def _load_timm(
@@ -323,7 +332,8 @@ class ZooModel:
     """A loaded model with its spec and preprocessing, hiding each family's and backend's quirks.
 
     `.model` is the real transformers or timm module: train it, compile it, wrap it with
-    Accelerate. The methods below take raw images (paths, PIL, numpy, tensors, any mode).
+    Accelerate. The methods below take raw images (paths, PIL, numpy, tensors, any mode) and
+    compute in `precision` (see `load`), returning fp32.
     """
 
     def __init__(
@@ -336,8 +346,10 @@ class ZooModel:
         pretrained: bool,
         id2label: dict[int, str] | None = None,
         image_size: int | None = None,
+        precision: str = "auto",
     ) -> None:
         self.model = model.eval()
+        self.precision = precision
         self.task = task
         self.backend = backend
         self.pretrained = pretrained
@@ -377,9 +389,29 @@ class ZooModel:
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def precision(self) -> str:
+        """What inference computes in: "auto", "fp32", "bf16" or "fp16" (see `load`); settable."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, precision: str) -> None:
+        resolve_precision(precision, self.device)  # refused at once when this device cannot run it
+        self._precision = precision
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype inference computes in: `precision` resolved on the model's current device."""
+        return resolve_precision(self._precision, self.device)
+
     def to(self, device: str | torch.device) -> ZooModel:
-        self.model.to(check_device(device))
+        device = check_device(device)
+        resolve_precision(self._precision, device)
+        self.model.to(device)
         return self
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device.type, self.compute_dtype)
 
     def __repr__(self) -> str:
         weights = "pretrained" if self.pretrained else "random init"
@@ -429,25 +461,30 @@ class ZooModel:
             yield chunk if floating else list(chunk)
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Class scores for a preprocessed batch (for distilled DeiT: both heads averaged)."""
+        """Class scores (fp32) for a preprocessed batch (for distilled DeiT: both heads averaged)."""
         if self.task != "classification":
             raise BadInputError(
                 f"{self.spec.name} was loaded with task={self.task!r}; load it with task='classification' to classify"
             )
         pixel_values = pixel_values.to(self.device)
-        if self.backend == "timm":
-            return self.model(pixel_values)
-        return self.model(
-            pixel_values=pixel_values, **self.family.forward_kwargs(pixel_values, self.model.config)
-        ).logits
+        with self._autocast():
+            if self.backend == "timm":
+                logits = self.model(pixel_values)
+            else:
+                kwargs = self.family.forward_kwargs(pixel_values, self.model.config)
+                logits = self.model(pixel_values=pixel_values, **kwargs).logits
+        return logits.float()
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """One embedding per image of a preprocessed batch, pooled by the family's convention."""
+        """One embedding (fp32) per image of a preprocessed batch, pooled by the family's convention."""
         pixel_values = pixel_values.to(self.device)
-        if self.backend == "timm":
-            return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
-        outputs = self.family.encode(self.model.base_model, pixel_values)
-        return self.family.pool(outputs, self.spec.architecture)
+        with self._autocast():
+            if self.backend == "timm":
+                features = self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
+            else:
+                outputs = self.family.encode(self.model.base_model, pixel_values)
+                features = self.family.pool(outputs, self.spec.architecture)
+        return features.float()
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
     def predict(self, images: Any, top_k: int = 5, batch_size: int = 32) -> list[list[dict[str, Any]]]:
@@ -457,7 +494,7 @@ class ZooModel:
         labels = self.id2label or {}
         results: list[list[dict[str, Any]]] = []
         for chunk in self._chunks(images, batch_size):
-            probabilities = self.logits(self._as_batch(chunk)).float().softmax(dim=-1)
+            probabilities = self.logits(self._as_batch(chunk)).softmax(dim=-1)
             scores, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
             results.extend(
                 [{"label": labels.get(int(i), f"LABEL_{int(i)}"), "index": int(i), "score": float(s)}
@@ -470,7 +507,7 @@ class ZooModel:
     def embed(self, images: Any, batch_size: int = 32) -> torch.Tensor:
         """One vector per image (CLS for ViT/DeiT/DINO/MAE/DINOv2, mean of patches for BEiT,
         mean of CLS and distillation tokens for distilled DeiT); `batch_size` images per forward pass."""
-        return torch.cat([self.features(self._as_batch(chunk)).float() for chunk in self._chunks(images, batch_size)])
+        return torch.cat([self.features(self._as_batch(chunk)) for chunk in self._chunks(images, batch_size)])
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
     def attention_maps(self, images: Any, batch_size: int = 32) -> torch.Tensor:
@@ -480,12 +517,13 @@ class ZooModel:
     def _attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(self.device)
         prefix = self._num_prefix_tokens()
-        if self.backend == "timm":
-            attention = self._timm_last_attention(pixel_values)
-        else:
-            with _eager_attention(self.model):
-                outputs = self.family.encode(self.model.base_model, pixel_values, output_attentions=True)
-            attention = outputs.attentions[-1]
+        with self._autocast():
+            if self.backend == "timm":
+                attention = self._timm_last_attention(pixel_values)
+            else:
+                with _eager_attention(self.model):
+                    outputs = self.family.encode(self.model.base_model, pixel_values, output_attentions=True)
+                attention = outputs.attentions[-1]
         cls_attention = self.family.patch_attention(attention, prefix)  # CLS row, prefix tokens skipped
         grid_h = pixel_values.shape[-2] // self.spec.architecture.patch_size
         grid_w = pixel_values.shape[-1] // self.spec.architecture.patch_size
@@ -598,3 +636,56 @@ def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model.set_attn_implementation(previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionAgreement:
+    """What computing in `precision` instead of fp32 changes on some images (see `precision_agreement`)."""
+
+    precision: str  # as asked, "auto" included
+    compute_dtype: str  # what it computed in on this machine: "fp32", "bf16" or "fp16"
+    images: int
+    top1_agreement: float | None  # share of images with the same top-1 class; None without a classification head
+    max_abs_logit_diff: float | None  # None without a classification head
+    max_abs_embedding_diff: float
+
+
+@torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
+def precision_agreement(zoo: ZooModel, images: Any, precision: str, batch_size: int = 32) -> PrecisionAgreement:
+    """The quality cost of a precision, measured: `images` (anything `predict` takes) run through `zoo` in
+    fp32 and in `precision`, each batch preprocessed once for both. Returns the share of images whose top-1
+    class agrees and the largest absolute difference of a logit and of an embedding value; `zoo.precision`
+    is left as it was.
+
+    Example:
+        >>> precision_agreement(vitzoo.load("deit-small"), paths, "bf16").top1_agreement  # doctest: +SKIP
+        0.995
+    """
+    compute_dtype = dtype_name(resolve_precision(precision, zoo.device))
+    classifies = zoo.task == "classification"
+    kept = zoo.precision
+    count = agreeing = 0
+    logit_diff = embedding_diff = 0.0
+    try:
+        for chunk in zoo._chunks(images, batch_size):
+            pixels = zoo._as_batch(chunk)
+            outputs = []
+            for name in ("fp32", precision):
+                zoo.precision = name
+                outputs.append((zoo.logits(pixels) if classifies else None, zoo.features(pixels)))
+            (reference_logits, reference_features), (logits, features) = outputs
+            count += pixels.shape[0]
+            embedding_diff = max(embedding_diff, float((features - reference_features).abs().max()))
+            if classifies:
+                agreeing += int((logits.argmax(dim=-1) == reference_logits.argmax(dim=-1)).sum())
+                logit_diff = max(logit_diff, float((logits - reference_logits).abs().max()))
+    finally:
+        zoo.precision = kept
+    return PrecisionAgreement(
+        precision=precision,
+        compute_dtype=compute_dtype,
+        images=count,
+        top1_agreement=agreeing / count if classifies else None,
+        max_abs_logit_diff=logit_diff if classifies else None,
+        max_abs_embedding_diff=embedding_diff,
+    )

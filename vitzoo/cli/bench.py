@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from vitzoo.cli.inference import add_precision_argument
 from vitzoo.errors import BadInputError
 
 
@@ -22,14 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="measure inference, training and data speed against peers and the machine's peak",
         description="For each model, batch size and image size, in one run on one device: images/s of "
-        "ZooModel.predict (preprocessing included), of the raw transformers and timm models and of "
-        "transformers.pipeline, with ratios; batch-1 latency; training-step and data-pipeline images/s; "
-        "and MFU against the peak matrix-multiply FLOP/s measured in the same run. Weights are random.",
+        "ZooModel.predict (preprocessing included) at --precision, of the raw transformers and timm models "
+        "at the same dtype and of transformers.pipeline with its defaults (fp32) and with dtype=torch.bfloat16, "
+        "with ratios; the precision's top-1 agreement with fp32; batch-1 latency; training-step and "
+        "data-pipeline images/s; and MFU against the peak matrix-multiply FLOP/s measured in the same run. "
+        "Weights are random.",
     )
     parser.add_argument("--models", default="deit-tiny,deit-small", help="comma-separated registry names")
     parser.add_argument("--batch-sizes", type=_ints, default=[32], help="comma-separated batch sizes (default 32)")
     parser.add_argument("--image-sizes", type=_ints, default=[224], help="comma-separated image sizes (default 224)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (bf16 on GPUs)")
+    add_precision_argument(parser, "ZooModel.predict, the raw forwards, the training step and the peak matmul "
+                           "(the pipeline runs with its defaults and with dtype=torch.bfloat16)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="deprecated: the old name of --precision, mapped to it")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
@@ -49,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from vitzoo import bench
     from vitzoo.io import atomic_write_json, atomic_write_text
+    from vitzoo.precision import dtype_name, resolve_precision
     from vitzoo.registry import get_spec
 
     if args.trainer_steps < 0 or args.trainer_steps == 1:
@@ -58,9 +65,15 @@ def run_bench(args: argparse.Namespace) -> int:
         raise BadInputError("--models is empty")
     for name in names:
         get_spec(name)
+    if args.dtype is not None:
+        if args.precision not in ("auto", args.dtype):
+            raise BadInputError(f"--dtype {args.dtype} (deprecated) conflicts with --precision {args.precision}; "
+                                "give --precision only")
+        print(f"note: --dtype is deprecated; use --precision {args.dtype}", file=sys.stderr)
+        args.precision = args.dtype
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = bench.DTYPES[args.dtype]
-    print(f"measuring the peak {args.dtype} matmul on {device} ...", file=sys.stderr, flush=True)
+    dtype = resolve_precision(args.precision, device)
+    print(f"measuring the peak {dtype_name(dtype)} matmul on {device} ...", file=sys.stderr, flush=True)
     peak = bench.peak_matmul_flops(device, dtype)
     print(f"peak matmul: {peak / 1e9:.1f} GFLOP/s", file=sys.stderr, flush=True)
     results = []
@@ -69,16 +82,18 @@ def run_bench(args: argparse.Namespace) -> int:
             for image_size in args.image_sizes:
                 print(f"bench {name} batch {batch_size} size {image_size} ...", file=sys.stderr, flush=True)
                 results.append(bench.bench_model(
-                    name, batch_size=batch_size, image_size=image_size, device=device, dtype=args.dtype,
+                    name, batch_size=batch_size, image_size=image_size, device=device, precision=args.precision,
                     compile=args.compile, channels_last=args.channels_last, min_seconds=args.min_seconds,
                     peak_flops=peak, include_pipeline=not args.no_pipeline, include_training=not args.no_train,
                     include_data=not args.no_data, trainer_steps=args.trainer_steps,
                 ))
     table = bench.markdown_table(results)
-    print(f"peak {args.dtype} matmul on {device}: {peak / 1e9:.1f} GFLOP/s; threads: {torch.get_num_threads()}")
+    print(f"precision {args.precision} ({dtype_name(dtype)}); peak {dtype_name(dtype)} matmul on {device}: "
+          f"{peak / 1e9:.1f} GFLOP/s; threads: {torch.get_num_threads()}")
     print(table)
     if args.output:
-        atomic_write_json(args.output, {"peak_matmul_gflops": peak / 1e9, "device": str(device), "results": results})
+        atomic_write_json(args.output, {"peak_matmul_gflops": peak / 1e9, "device": str(device),
+                                        "precision": args.precision, "dtype": dtype_name(dtype), "results": results})
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
     return 0

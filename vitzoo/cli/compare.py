@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from vitzoo.cli.inference import add_precision_argument
 from vitzoo.compare import DEFAULT_MODELS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
 from vitzoo.compare.report import SORTABLE
 
@@ -65,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="runs/compare",
         help="report folder (default runs/compare); models/ holds one result per model",
     )
+    add_precision_argument(
+        parser, "k-NN/linear feature extraction and the inference speed measurement (a fine-tune trains in the "
+        "recipe's own --mixed-precision)"
+    )
     parser.add_argument("--k", type=int, default=20, help="neighbours of the k-NN protocol (default 20, DINO's)")
     parser.add_argument(
         "--learning-rate",
@@ -104,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         max_eval_samples=args.max_eval_samples,
         num_workers=args.num_workers,
         learning_rate=args.learning_rate,
+        precision=args.precision,
         sort_by=args.sort_by,
         command=_command(args),
     )

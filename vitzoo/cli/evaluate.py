@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from vitzoo.cli.inference import add_precision_argument
 from vitzoo.errors import BadInputError
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vitzoo", "features")
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training images")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/eval split and the linear probe")
+    add_precision_argument(parser, "feature extraction (cached features are kept per precision)")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where extracted features are kept")
     parser.add_argument("--no-cache", action="store_true", help="recompute the features")
     parser.add_argument("--output", default=None, help="also write the JSON here")
@@ -53,19 +55,20 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     import vitzoo
     from vitzoo.data import load_splits
+    from vitzoo.precision import dtype_name
     from vitzoo.probe import knn_evaluate, linear_probe, split_features
 
     ks = _ks(args.ks)
     torch.manual_seed(args.seed)  # --scratch: the same random init as a recipe run with this seed
     zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend=args.backend,
-                      image_size=args.image_size, config_overrides=args.config_overrides)
+                      image_size=args.image_size, config_overrides=args.config_overrides, precision=args.precision)
     splits = load_splits(args.dataset, seed=args.seed, max_train_samples=args.max_train_samples,
                          max_eval_samples=args.max_eval_samples)
     features = split_features(zoo, splits, batch_size=args.batch_size, cache_dir=None if args.no_cache else args.cache_dir,
                               dataset=args.dataset, progress=True, seed=args.seed, backend=zoo.backend)
     (train_x, train_y), (test_x, test_y) = features["train"], features["eval"]
     result = {"model": args.model, "dataset": args.dataset, "protocol": args.protocol, "backend": zoo.backend,
-              "image_size": zoo.image_size, "feature_dim": int(train_x.shape[1]),
+              "image_size": zoo.image_size, "precision": dtype_name(zoo.compute_dtype), "feature_dim": int(train_x.shape[1]),
               "train_samples": int(train_x.shape[0]), "eval_samples": int(test_x.shape[0])}
     if args.protocol == "knn":
         usable = [k for k in ks if k <= train_x.shape[0]]

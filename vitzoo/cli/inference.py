@@ -10,6 +10,7 @@ import sys
 import torch
 
 from vitzoo.errors import BadInputError
+from vitzoo.precision import PRECISION_HELP, PRECISIONS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1, mps... (default: cuda if available, else cpu)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (memory stays flat in the number of images)")
+    add_precision_argument(parser, "the forward passes")
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, applies_to: str) -> None:
+    """--precision: the same choices and meaning on every command that runs models for inference."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help=f"compute precision of {applies_to}: {PRECISION_HELP} (default auto)")
 
 
 def load_from_args(args: argparse.Namespace, task: str | None):
@@ -50,6 +58,7 @@ def load_from_args(args: argparse.Namespace, task: str | None):
         revision=args.revision,
         image_size=args.image_size,
         device=device,
+        precision=args.precision,
     )
     if args.scratch:
         print(f"note: {model.spec.name} has RANDOM weights (--scratch); its outputs mean nothing yet", file=sys.stderr)

@@ -14,6 +14,7 @@ import torch
 
 from vitzoo import registry
 from vitzoo.errors import BadInputError
+from vitzoo.precision import resolve_precision
 
 PROTOCOLS = ("knn", "linear", "finetune")
 # one checkpoint per family, each a different architecture once shrunk for --scratch: DeiT with
@@ -57,6 +58,7 @@ class CompareConfig:
     max_eval_samples: int | None = None
     num_workers: int | None = None  # data-loading workers (default: the recipe's; 0 for feature extraction)
     learning_rate: float | None = None  # finetune only (default 1e-3 with scratch, else the recipe's)
+    precision: str = "auto"  # inference: feature extraction and the speed measurement (vitzoo.precision)
     sort_by: str = "accuracy"
     command: str | None = None  # how this compare was started, for the report
     defaults_applied: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +88,7 @@ class CompareConfig:
             raise BadInputError(f"image size must be positive, got {out.image_size}")
         if out.config_overrides and not out.scratch:
             raise BadInputError("--config-overrides change the architecture, so they need --scratch (random weights)")
+        resolve_precision(out.precision, out.device)
         return out
 
     def settings(self) -> dict[str, Any]:
@@ -104,6 +107,7 @@ class CompareConfig:
             "max_train_samples",
             "max_eval_samples",
             "learning_rate",
+            "precision",
         )
         return {key: getattr(self, key) for key in keep}
 

@@ -300,6 +300,10 @@ def write_report(rows: Sequence[dict[str, Any]], config: CompareConfig) -> dict[
         f"- defaults filled in for this run: {defaults}.",
         "- GFLOPs: forward of one image, counted by `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per "
         "multiply-accumulate of matmuls/convolutions/attention; elementwise ops not counted).",
+        f"- inference precision: `--precision {config.precision}`, computed in "
+        f"{', '.join(sorted({str(row['precision']) for row in ordered if row.get('precision')})) or '-'} "
+        "(frozen features and the throughput/latency forwards; outputs fp32; a fine-tune trains in the recipe's own "
+        "`--mixed-precision`).",
         f"- throughput: forward images/s at batch {config.batch_size}; latency: batch-1 forward p50/p90; both under "
         f"`torch.no_grad` on `{config.device}` ({versions['torch_threads']} torch threads), after warm-up.",
         f"- peak memory: {', '.join(memory_methods) or '-'} (CUDA: `max_memory_allocated` of a forward at the "

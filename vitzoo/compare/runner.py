@@ -5,7 +5,9 @@ For each model: quality by a protocol (top-1, top-5, macro F1 on the eval split)
 (`vitzoo.probe.linear_probe` on frozen features) or ``finetune`` (the fine-tuning recipe,
 one run folder per model in ``DIR/runs/<model>``) -- and cost (`vitzoo.measure`: parameters,
 forward GFLOPs counted by torch, inference images/s, batch-1 latency, peak memory; training
-images/s for ``finetune``), beside the published numbers of the model's registry spec.
+images/s for ``finetune``), beside the published numbers of the model's registry spec. Frozen
+features and the inference cost are computed in ``config.precision`` (`vitzoo.precision`); a
+fine-tune trains in the recipe's own ``--mixed-precision``.
 
 Each model's result goes to ``DIR/models/<model>.json`` (atomically) as soon as it is done, with
 the settings it was measured under; a rerun with the same settings reuses it, so an interrupted
@@ -91,6 +93,7 @@ def _frozen_quality(name: str, config: CompareConfig, splits: Any) -> tuple[Any,
         image_size=config.image_size,
         config_overrides=config.config_overrides if config.scratch else None,
         device=config.device,
+        precision=config.precision,
     )
     features = split_features(
         zoo, splits, batch_size=config.batch_size, cache_dir=os.path.join(config.output_dir, "features"),
@@ -116,7 +119,8 @@ def _finetune_quality(name: str, config: CompareConfig, splits: Any) -> tuple[An
 
     run_dir = os.path.join(config.output_dir, "runs", model_slug(name))
     settings_file = os.path.join(run_dir, "compare_settings.json")
-    wanted = {"model": name, **config.settings()}
+    # the run depends on every setting but the inference precision (it trains in the recipe's own)
+    wanted = {"model": name, **{key: value for key, value in config.settings().items() if key != "precision"}}
     results_file = os.path.join(run_dir, "results.json")
     if os.path.isdir(run_dir) and _read_json(settings_file) != wanted:
         shutil.rmtree(run_dir)  # a run of other settings: start over
@@ -159,6 +163,7 @@ def _finetune_quality(name: str, config: CompareConfig, splits: Any) -> tuple[An
         image_size=config.image_size,
         config_overrides=config.config_overrides if config.scratch else None,
         device=config.device,
+        precision=config.precision,
     )
     best = results["eval"]
     quality = {key: best[key] for key in ("accuracy", "top5", "macro_f1")}
@@ -173,6 +178,7 @@ def evaluate_model(name: str, config: CompareConfig, splits: Any) -> dict[str, A
     Raises whatever loading, training or measuring raises (`run_compare` records it as failed).
     """
     from vitzoo.measure import measure
+    from vitzoo.precision import dtype_name
 
     start = time.perf_counter()
     if config.protocol == "finetune":
@@ -186,6 +192,7 @@ def evaluate_model(name: str, config: CompareConfig, splits: Any) -> dict[str, A
         "family": zoo.spec.family,
         "backend": zoo.backend,
         "pretrained": not config.scratch,
+        "precision": dtype_name(zoo.compute_dtype),
         **quality,
         **{key: value for key, value in cost.items() if key not in ("batch_size", "device")},
         **_published(name, zoo.spec),

@@ -197,8 +197,9 @@ def max_output_difference(source: Source, target: nn.Module) -> float:
     from vitzoo.zoo import ZooModel
 
     other = "transformers" if source.library == "timm" else "timm"
-    a = ZooModel(source.model, source.spec, task=source.task, backend=source.library, pretrained=True)
-    b = ZooModel(target, source.spec, task=source.task, backend=other, pretrained=True)
+    # in fp32 whatever this machine's default: the difference is the conversion's, not rounding's
+    a = ZooModel(source.model, source.spec, task=source.task, backend=source.library, pretrained=True, precision="fp32")
+    b = ZooModel(target, source.spec, task=source.task, backend=other, pretrained=True, precision="fp32")
     pixels = _random_batch(source.model, a.spec)
     with torch.no_grad():
         if source.task == "classification":

@@ -110,8 +110,9 @@ def parity(name: str, scratch: bool = False, images: list | None = None) -> Pari
         raise BadInputError(f"{name} has no timm equivalent, so there is nothing to compare")
     images = images if images is not None else sample_images()
     result = ParityResult(name)
-    timm_zoo = load(name, backend="timm", pretrained=not scratch)
-    hf_zoo = load(name, backend="transformers", pretrained=not scratch)
+    # in fp32 whatever this machine's default: parity is about the weights and the code, not about rounding
+    timm_zoo = load(name, backend="timm", pretrained=not scratch, precision="fp32")
+    hf_zoo = load(name, backend="transformers", pretrained=not scratch, precision="fp32")
     if not scratch and same_weights(timm_zoo.model, hf_zoo.model, spec):
         result.weights = "same"
     else:
@@ -125,6 +126,7 @@ def parity(name: str, scratch: bool = False, images: list | None = None) -> Pari
             backend="transformers",
             pretrained=not scratch,
             id2label=timm_zoo.id2label,
+            precision="fp32",
         )
         result.weights = (
             "random, converted timm -> transformers" if scratch else "differ: converted timm -> transformers"

@@ -21,6 +21,7 @@ from torch import nn
 
 from vitzoo.errors import BadInputError
 from vitzoo.io import atomic_write_bytes
+from vitzoo.precision import dtype_name
 
 IMAGE_KEYS = ("pixel_values", "image", "images", "img", "pixels")
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
@@ -274,10 +275,12 @@ def split_features(
     **key: Any,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"train": (features, labels), "eval": (...)} of a `vitzoo.data.Splits`, each image through the
-    model's evaluation transform (resize/crop, normalisation) on its device. With `cache_dir`, each
-    split is read from or written to the cache under a key of the model, the weights' content, the
-    dataset, the split and its size, the image size and the preprocessing, plus `key`. `seed` seeds torch
-    before each split (models whose features draw random numbers, such as MAE's masking noise)."""
+    model's evaluation transform (resize/crop, normalisation) on its device, computed in the model's
+    precision (`zoo.compute_dtype`) and kept as fp32. With `cache_dir`, each split is read from or written
+    to the cache under a key of the model, the weights' content, the dataset, the split and its size, the
+    image size, the preprocessing and the compute precision (bf16 and fp32 features are never mixed), plus
+    `key`. `seed` seeds torch before each split (models whose features draw random numbers, such as MAE's
+    masking noise)."""
     from vitzoo.data import eval_transform, make_loader, normalize_batch
 
     preprocessing = zoo.spec.preprocessing
@@ -297,6 +300,7 @@ def split_features(
             out[name] = compute()
             continue
         cache_key = feature_cache_key(zoo.spec.name, dataset, name, zoo.image_size, weights=weights, samples=len(split),
-                                      preprocessing=dataclasses.asdict(preprocessing), seed=seed, **key)
+                                      preprocessing=dataclasses.asdict(preprocessing), seed=seed,
+                                      precision=dtype_name(zoo.compute_dtype), **key)
         out[name] = cached_features(cache_dir, cache_key, compute)
     return out

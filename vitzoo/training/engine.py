@@ -22,6 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
 import vitzoo
 from vitzoo.data import normalize_batch
 from vitzoo.errors import BadInputError, VitzooError
+from vitzoo.hardware import cpu_has_native_bf16
 from vitzoo.io import atomic_write_json
 from vitzoo.metrics import classification_metrics
 from vitzoo.registry import Preprocessing
@@ -80,13 +81,6 @@ def resolve_mixed_precision(requested: str, use_cpu: bool) -> str | None:
     if use_cpu:
         return "bf16" if cpu_has_native_bf16() else "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "no"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles); without
-    it bf16 autocast is emulated and slower than fp32."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)
 
 
 def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunFolder]:
