@@ -110,6 +110,11 @@ PROBES = [
         ("config_overrides", ["--config-overrides", ALTERED]), ("image_size", ["--image-size", "8"]),
         ("freeze_backbone", ["--freeze-backbone"]),
     ]],
+    ("finetune", "peft", ["--peft", "lora"], [], 2),
+    *[("finetune", field, flags, ["--peft", "lora"], 2) for field, flags in [
+        ("lora_rank", ["--lora-rank", "2"]), ("lora_alpha", ["--lora-alpha", "64"]),
+        ("lora_dropout", ["--lora-dropout", "0.5"]), ("lora_targets", ["--lora-targets", "q_proj,k_proj,v_proj"]),
+    ]],
     ("finetune", "compile", ["--compile"], [], 0),
     ("finetune", "mixed_precision", ["--mixed-precision", "bf16"], ["--mixed-precision", "no"], 2),
     *[("finetune", field, flags, [], 2) for field, flags in AUGMENTATION],

@@ -45,6 +45,12 @@ class Family:
     # top-level module names of the classification heads, transformers' (`classifier*`) and timm's
     # (`head*`): what linear probing trains
     head_names: ClassVar[frozenset[str]] = frozenset({"classifier", "head"})
+    # the Linear layers `--peft lora` adapts by default (`--lora-targets` overrides), by the last part of their
+    # module name: the query and value projections of every attention block, as in the LoRA paper (Hu et al.,
+    # 2022, section 7.1: W_q and W_v), which is how transformers 5 names them in every ViT family; timm fuses
+    # them into one `qkv` Linear, so there the key projection is adapted too
+    lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "v_proj")
+    timm_lora_targets: ClassVar[tuple[str, ...]] = ("qkv",)
     # models outside the registry that only timm runs (no spec of their own, no transformers classes)
     timm_only: ClassVar[bool] = False
     # why transformers cannot run this registered family (it has no such model class): non-empty means

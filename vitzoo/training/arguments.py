@@ -1,8 +1,8 @@
 """Recipe arguments: one dataclass per recipe and method, composed from shared groups (the bases
 are listed last-first, so that `--help` shows data, model, training, Hub, then the method's own).
 
-Groups: data, model, training (what the shared loop reads), Hub, weight EMA and classification
-augmentation; each method adds its own fields. `parse("distill", argv)` picks the method's class
+Groups: data, model, training (what the shared loop reads), Hub, weight EMA, classification
+augmentation and PEFT (LoRA adapters, read by the loop too); each method adds its own fields. `parse("distill", argv)` picks the method's class
 from `--method`, reads `--config FILE` first (its keys are the class's fields) and lets
 command-line flags override it, like transformers' example scripts but without exec-style
 configurators. A flag (or config key) the method does not use is refused before anything runs,
@@ -150,7 +150,20 @@ class AugmentationArguments:
 
 
 @dataclass
-class FinetuneArguments(AugmentationArguments, WeightEMAArguments, HubArguments, TrainingArguments,
+class PEFTArguments:
+    """Parameter-efficient fine-tuning through PEFT (`pip install "vitzoo[peft]"`): low-rank adapters on
+    the attention projections, the classification head trained whole; model/ gets the merged weights and
+    adapter/ the adapter alone (docs/peft.md)."""
+
+    peft: str | None = arg(None, "train low-rank adapters (LoRA) instead of every weight; omitted: full fine-tuning", choices=["lora"])
+    lora_rank: int = arg(8, "rank r of each LoRA update (trainable per adapted Linear in->out: r x (in + out))")
+    lora_alpha: float = arg(16.0, "LoRA scaling numerator: the update is (alpha / r) x B A")
+    lora_dropout: float = arg(0.0, "dropout on the input of each LoRA update (PEFT's default 0; 0.1 regularises small data)")
+    lora_targets: str | None = arg(None, "comma-separated names of the Linear layers to adapt (default: the family's, q_proj,v_proj on transformers and qkv on timm; docs/peft.md)")
+
+
+@dataclass
+class FinetuneArguments(PEFTArguments, AugmentationArguments, WeightEMAArguments, HubArguments, TrainingArguments,
                         BackendArguments, ModelArguments, DataArguments):
     """Everything `vitzoo finetune` takes."""
 
@@ -361,7 +374,7 @@ POSITIVE = ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_st
             "checkpoint_steps", "max_train_samples", "max_eval_samples", "image_size", "out_dim", "head_hidden_dim",
             "head_bottleneck_dim", "tokenizer_images", "tokenizer_iterations", "decoder_hidden_size", "decoder_depth",
             "min_block_patches", "mask_patch_size", "local_crop_size", "tau", "teacher_temp", "warmup_teacher_temp",
-            "student_temp")
+            "student_temp", "lora_rank", "lora_alpha")
 NON_NEGATIVE = ("learning_rate", "min_learning_rate", "weight_decay", "max_grad_norm", "keep_checkpoints", "num_workers",
                 "mixup", "cutmix", "blr", "weight_decay_end", "freeze_last_layer", "local_crops",
                 "warmup_teacher_temp_epochs", "num_reconstructions")
@@ -369,7 +382,7 @@ RANGES = {  # (low, high, low included, high included)
     "warmup_ratio": (0, 1, True, False), "val_fraction": (0, 1, False, False), "label_smoothing": (0, 1, True, False),
     "hflip": (0, 1, True, True), "crop_scale": (0, 1, False, True), "alpha": (0, 1, True, True),
     "layer_decay": (0, 1, False, True), "ema_decay": (0, 1, False, False), "momentum_teacher": (0, 1, True, True),
-    "center_momentum": (0, 1, True, True), "mask_ratio": (0, 1, False, False),
+    "center_momentum": (0, 1, True, True), "mask_ratio": (0, 1, False, False), "lora_dropout": (0, 1, True, False),
 }
 
 
@@ -392,6 +405,10 @@ def check_arguments(args: Any) -> None:
             continue
         if not ((value >= low if low_in else value > low) and (value <= high if high_in else value < high)):
             raise refuse(name, f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}")
+    if "peft" in values:
+        from vitzoo.training.adapters import check_peft_arguments
+
+        check_peft_arguments(args)
 
 
 def read_config_file(path: str) -> dict[str, Any]:

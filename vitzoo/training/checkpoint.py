@@ -40,8 +40,8 @@ from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_optimizer_state_dict,
-    set_optimizer_state_dict,
     set_model_state_dict,
+    set_optimizer_state_dict,
 )
 
 from vitzoo.errors import BadInputError, VitzooError
@@ -300,8 +300,9 @@ def _check_same_model(path: str, saved: dict[str, Any], current: dict[str, Any] 
     def text(description: dict[str, Any] | None) -> str:
         if not description:
             return "another model"
+        peft = f", {description['peft']}" if description.get("peft") else ""  # LoRA adapters (--peft)
         return (f"{description.get('name')} (hidden {description.get('hidden_size')}, depth {description.get('depth')}, "
-                f"{description.get('num_classes')} classes)")
+                f"{description.get('num_classes')} classes{peft})")
 
     raise CheckpointError(f"the checkpoint {path} is for {text(saved)}, this run builds {text(current)} "
                           f"({len(mismatched)} weights differ, e.g. {mismatched[0]}). Resume with the run's own arguments "

@@ -10,7 +10,8 @@ cosine schedule, `--channels-last`, `--compile`, `accelerator.prepare`, the EMA 
 position, the best evaluation with all its metrics), gradient accumulation, clipping, autocast,
 the NaN/inf checks, logging to metrics.jsonl and the trackers, evaluation every `--eval-steps`
 and at each epoch end, keeping model/ (the best by the objective's metric, or the newest),
-checkpoints, results.json and `--push-to-hub`. The objective (`vitzoo.training.objective`) brings
+checkpoints, results.json and `--push-to-hub`; and `--peft lora` (`vitzoo.training.adapters`: the
+model wrapped before everything else, model/ saved merged and adapter/ beside it). The objective (`vitzoo.training.objective`) brings
 the method's maths; callbacks watch (benchmarks time steps, compare follows progress).
 """
 
@@ -26,6 +27,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from vitzoo.errors import BadInputError
+from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.distributed import Gathered, local_parameter_count, shard, strategy_of
 from vitzoo.training.engine import (
@@ -80,11 +82,16 @@ def fit(
     strategy = strategy_of(accelerator)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model, adapter = adapt(args, zoo, model)  # before the EMA copy, sharding and the optimizer: they see the adapters
+    trainable, total = count_parameters(model)
+    if adapter is not None:
+        accelerator.print(adapter.describe())
     ema = build_ema(model, getattr(args, "ema_decay", None))  # whole on every process, whatever the strategy
     if strategy.shards_here:  # FSDP on CPU processes: vitzoo shards (Accelerate's FSDP needs GPUs)
         model = shard(model.to(accelerator.device), strategy)
     base_rate = args.learning_rate if learning_rate is None else learning_rate
-    optimizer = build_optimizer(model, learning_rate=base_rate, weight_decay=args.weight_decay,
+    # a PeftModel's own names are prefixed: its inner model names the blocks as the layer-decay matchers expect
+    optimizer = build_optimizer(model.get_base_model() if adapter else model, learning_rate=base_rate, weight_decay=args.weight_decay,
                                 layer_decay=args.layer_decay, depth=zoo.spec.architecture.depth, betas=betas)
     scheduler = build_scheduler(optimizer, total_steps=plan.total_steps,
                                 warmup_steps=int(args.warmup_ratio * plan.total_steps), min_lr=args.min_learning_rate)
@@ -112,7 +119,7 @@ def fit(
     objective.setup(context)
 
     checkpoint = latest_checkpoint(args.output_dir) if args.resume == "auto" else args.resume
-    about_model = describe_model(zoo)
+    about_model = describe_model(zoo, adapter)
     if checkpoint:
         state, tensors = load_checkpoint(accelerator, checkpoint, model=model, optimizer=optimizer, describe=about_model)
         context.state = state
@@ -143,9 +150,12 @@ def fit(
                 state.best = {**metrics, "step": state.step, "epoch": position}
                 kept = "best_step" if objective.select else "step"
                 training = {**metadata, "dataset": args.dataset, kept: state.step, "base_model": args.model,
-                            "pretrained": not args.scratch}
-                save_model(accelerator, *objective.saved_model(zoo, eval_model), run.file(MODEL_DIR),
-                           extra_metadata={"training": training})
+                            "pretrained": not args.scratch, **({"peft": adapter.results()} if adapter else {})}
+                saved_zoo, saved = objective.saved_model(zoo, eval_model)
+                if adapter is not None and saved_zoo is zoo:  # the merged weights, and the adapter beside them
+                    adapter.save(accelerator, saved, run.file(MODEL_DIR), run.file(ADAPTER_DIR), {"training": training})
+                else:
+                    save_model(accelerator, saved_zoo, saved, run.file(MODEL_DIR), extra_metadata={"training": training})
         for callback in callbacks:
             callback.on_evaluate(context, metrics)
 
@@ -238,6 +248,9 @@ def fit(
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "wall_time_seconds": state.train_seconds,
         "num_processes": accelerator.num_processes,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        **({"peft": adapter.results()} if adapter else {}),
         "distributed": {"strategy": strategy.kind, "description": strategy.describe(accelerator),
                         "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
                         "parameters_per_process": parameters},
@@ -262,11 +275,12 @@ def fit(
     return results
 
 
-def describe_model(zoo: ZooModel) -> dict[str, Any]:
+def describe_model(zoo: ZooModel, adapter: Adapter | None = None) -> dict[str, Any]:
     """What a checkpoint's weights are, for the message when a run resumes another model's."""
     architecture = zoo.spec.architecture
     return {"name": zoo.spec.name, "hidden_size": getattr(architecture, "hidden_size", None),
-            "depth": getattr(architecture, "depth", None), "num_classes": len(zoo.id2label) if zoo.id2label else None}
+            "depth": getattr(architecture, "depth", None), "num_classes": len(zoo.id2label) if zoo.id2label else None,
+            **({"peft": adapter.summary()} if adapter else {})}
 
 
 def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
