@@ -13,7 +13,7 @@ import vitzoo
 from vitzoo import compare
 from vitzoo.cli import main as cli_main
 from vitzoo.compare import CompareConfig, resolve_models, run_compare, runner
-from vitzoo.compare.report import pareto_front, sort_rows
+from vitzoo.compare.report import COLUMNS, pareto_front, sort_rows
 from vitzoo.errors import BadInputError
 from vitzoo.measure import count_flops, count_params, measure
 
@@ -114,7 +114,8 @@ def test_report_files_agree_and_a_failed_model_does_not_stop_the_others(tiny_hub
         assert float(row["gflops"]) == pytest.approx(model["gflops"])
         assert f"{model['accuracy']:.4f}" in line and f"{model['gflops']:.4f}" in line
         assert row["pareto"] == str(model["pareto"])
-        assert line.rstrip(" |").split(" | ")[13] == ("*" if model["pareto"] else "")
+        pareto = [header for _, header, _ in COLUMNS].index("Pareto")
+        assert line.rstrip(" |").split(" | ")[pareto] == ("*" if model["pareto"] else "")
         # published numbers come from the spec, labelled as such
         assert model["published_license"] == "apache-2.0" and model["published_params"]
     assert models[0]["pareto"] is True  # the most accurate model is always on the front
@@ -214,6 +215,28 @@ def test_cli_scratch_finetune_and_defaults(tmp_path, capsys):
     families = {vitzoo.registry.get_spec(name).family for name in defaults.models}
     assert len(families) >= 3
     assert CompareConfig(protocol="linear").resolved().epochs == compare.LINEAR_EPOCHS
+
+
+def test_cli_lora_protocol_reports_the_trained_parameters_beside_the_models(tmp_path, capsys):
+    """--protocol lora runs `vitzoo finetune --peft lora` per model: the row's trained parameters are the rank-8
+    adapters on q_proj and v_proj of each block and the head; params are the (merged) model's."""
+    out = tmp_path / "lora"
+    code = cli_main(["compare", "--models", "deit-tiny", "--scratch", "--protocol", "lora", "--epochs", "1",
+                     "--image-size", "16", "--config-overrides", TINY, "--max-train-samples", "64",
+                     "--max-eval-samples", "32", "--batch-size", "32", "--num-workers", "0", "--no-progress",
+                     "--output-dir", str(out)])
+    assert code == 0
+    assert "trained (M)" in capsys.readouterr().out
+    report = json.loads((out / "results.json").read_text())
+    row = report["models"][0]
+    hidden, depth, classes = 32, 2, 10
+    assert row["status"] == "ok" and row["protocol"] == "lora" and row["train_images_per_second"] > 0
+    assert row["trainable_params"] == depth * 2 * 8 * (hidden + hidden) + hidden * classes + classes
+    run = out / "runs" / "deit-tiny"
+    assert row["params"] == json.loads((run / "results.json").read_text())["peft"]["model_parameters"]
+    assert (run / "adapter" / "adapter_config.json").is_file() and (run / "model" / "model.safetensors").is_file()
+    assert report["defaults_applied"]["learning_rate"] == compare.LORA_LEARNING_RATE
+    assert "| trained (M) |" in (out / "report.md").read_text()
 
 
 def test_a_folder_trained_again_is_measured_again(tiny_hub, tmp_path):

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="compare models on one dataset: accuracy, GFLOPs, speed, memory, one report",
         description="Measure several models the same way on this machine: quality by a protocol (k-NN or "
-        "linear probe on frozen features, or a fine-tune), parameters, forward GFLOPs (torch's FLOP counter), "
+        "linear probe on frozen features, a fine-tune, or a LoRA fine-tune), parameters (and those trained), forward GFLOPs (torch's FLOP counter), "
         "inference images/s, batch-1 latency, peak memory, and for fine-tuning training images/s, beside each "
         "checkpoint's published numbers. Writes results.json, results.csv, report.md and two plots to "
         "--output-dir; each finished model is saved at once, so a rerun resumes where it stopped. "
@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--protocol",
         choices=PROTOCOLS,
         help="knn: weighted k-NN on frozen features; linear: linear probe on frozen features; finetune: the "
-        "fine-tuning recipe, a run folder per model in OUTPUT_DIR/runs (default: finetune with --scratch, else knn)",
+        "fine-tuning recipe, a run folder per model in OUTPUT_DIR/runs; lora: the same with --peft lora (adapters and "
+        "head only; needs `pip install \"vitzoo[peft]\"`) (default: finetune with --scratch, else knn)",
     )
     parser.add_argument(
         "--epochs", type=int, help="fine-tuning epochs (default 3) or linear-probe epochs (default 100)"
@@ -74,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--learning-rate",
         type=float,
-        help="fine-tuning peak learning rate (default 1e-3 with --scratch, else the recipe's)",
+        help="fine-tuning peak learning rate (default 1e-3 with --scratch, else the recipe's; lora: 5e-3)",
     )
     parser.add_argument(
         "--num-workers", type=int, help="data-loading processes (default: the recipe's for finetune, 0 for features)"

@@ -10,7 +10,9 @@ report reads the config, never the runner.
 
 from vitzoo.compare.config import (
     DEFAULT_MODELS,
+    FINETUNING,
     LINEAR_EPOCHS,
+    LORA_LEARNING_RATE,
     PROTOCOLS,
     SCRATCH_DEFAULTS,
     SCRATCH_OVERRIDES,
@@ -22,7 +24,9 @@ from vitzoo.compare.runner import evaluate_model, run_compare
 
 __all__ = [
     "DEFAULT_MODELS",
+    "FINETUNING",
     "LINEAR_EPOCHS",
+    "LORA_LEARNING_RATE",
     "PROTOCOLS",
     "SCRATCH_DEFAULTS",
     "SCRATCH_OVERRIDES",

@@ -16,7 +16,12 @@ from vitzoo import registry
 from vitzoo.errors import BadInputError
 from vitzoo.precision import resolve_precision
 
-PROTOCOLS = ("knn", "linear", "finetune")
+PROTOCOLS = ("knn", "linear", "finetune", "lora")
+# the protocols that train a model with the fine-tuning recipe (lora: `--peft lora`, adapters and head only)
+FINETUNING = ("finetune", "lora")
+# LoRA's update starts at zero and is scaled by alpha / r: it wants a larger step than a full fine-tune
+# (PEFT's image-classification example uses 5e-3)
+LORA_LEARNING_RATE = 5e-3
 # one checkpoint per family, each a different architecture once shrunk for --scratch: DeiT with
 # its distillation token, BEiT (relative positions, layer scale, mean pooling), DINO (plain ViT).
 # (MAE's encoder is a plain ViT too: from scratch it would repeat DINO's row exactly.)
@@ -44,8 +49,8 @@ class CompareConfig:
 
     models: str | Sequence[str] | None = None  # comma-separated or a list; wildcards; None: DEFAULT_MODELS
     dataset: str = "digits"
-    protocol: str | None = None  # knn | linear | finetune; default finetune with scratch, else knn
-    epochs: int | None = None  # finetune epochs (default 15 with scratch, else 3) or linear-probe epochs (100)
+    protocol: str | None = None  # knn | linear | finetune | lora; default finetune with scratch, else knn
+    epochs: int | None = None  # finetune/lora epochs (default 15 with scratch, else 3) or linear-probe epochs (100)
     image_size: int | None = None  # default 16 with scratch, else each model's own
     scratch: bool = False
     batch_size: int | None = None  # feature extraction, fine-tuning, throughput; default 32 with scratch, else 64
@@ -57,7 +62,7 @@ class CompareConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     num_workers: int | None = None  # data-loading workers (default: the recipe's; 0 for feature extraction)
-    learning_rate: float | None = None  # finetune only (default 1e-3 with scratch, else the recipe's)
+    learning_rate: float | None = None  # finetune and lora only (default 1e-3 with scratch, else the recipe's; lora 5e-3)
     precision: str = "auto"  # inference: feature extraction and the speed measurement (vitzoo.precision)
     sort_by: str = "accuracy"
     command: str | None = None  # how this compare was started, for the report
@@ -67,6 +72,8 @@ class CompareConfig:
         """A copy with every None default filled in; `defaults_applied` says which were."""
         defaults = SCRATCH_DEFAULTS if self.scratch else PRETRAINED_DEFAULTS
         out = dataclasses.replace(self, defaults_applied=dict(self.defaults_applied))
+        if (out.protocol or defaults["protocol"]) == "lora" and out.learning_rate is None:  # before --scratch's 1e-3
+            out.learning_rate = out.defaults_applied["learning_rate"] = LORA_LEARNING_RATE
         for key, value in defaults.items():
             if getattr(out, key) is None:
                 if key == "epochs" and (out.protocol or defaults["protocol"]) == "linear":
@@ -80,6 +87,11 @@ class CompareConfig:
             out.device = "cuda" if torch.cuda.is_available() else "cpu"
         if out.protocol not in PROTOCOLS:
             raise BadInputError(f"unknown protocol {out.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if out.protocol == "lora":
+            from vitzoo.training.adapters import INSTALL, peft_installed
+
+            if not peft_installed():
+                raise BadInputError(f"--protocol lora fine-tunes with PEFT, which is not installed: {INSTALL}")
         for name in ("epochs", "batch_size", "k"):
             value = getattr(out, name)
             if not isinstance(value, int) or value < 1:

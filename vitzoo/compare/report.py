@@ -35,6 +35,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("top5", "top-5", "{:.4f}"),
     ("macro_f1", "macro F1", "{:.4f}"),
     ("params", "params (M)", "{:.2f}"),
+    ("trainable_params", "trained (M)", "{:.3f}"),
     ("gflops", "GFLOPs", "{:.4f}"),
     ("images_per_second", "infer img/s", "{:.1f}"),
     ("latency_p50_ms", "lat p50 ms", "{:.2f}"),
@@ -44,7 +45,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("pareto", "Pareto", "{}"),
 ]
 # ascending sorts; every other metric sorts descending (best first)
-LOWER_IS_BETTER = {"gflops", "params", "latency_p50_ms", "latency_p90_ms", "peak_memory_mb"}
+LOWER_IS_BETTER = {"gflops", "params", "trainable_params", "latency_p50_ms", "latency_p90_ms", "peak_memory_mb"}
 SORTABLE = ("accuracy", "top5", "macro_f1", "images_per_second", "train_images_per_second", *sorted(LOWER_IS_BETTER))
 
 
@@ -98,7 +99,7 @@ def sort_rows(rows: Sequence[dict[str, Any]], sort_by: str = "accuracy") -> list
 
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     value = row.get(key)
-    if key == "params" and _number(value) is not None:
+    if key in ("params", "trainable_params") and _number(value) is not None:
         value = value / 1e6
     if key == "pareto":
         return "*" if value else ""
@@ -308,7 +309,9 @@ def write_report(rows: Sequence[dict[str, Any]], config: CompareConfig) -> dict[
         f"`torch.no_grad` on `{config.device}` ({versions['torch_threads']} torch threads), after warm-up.",
         f"- peak memory: {', '.join(memory_methods) or '-'} (CUDA: `max_memory_allocated` of a forward at the "
         "throughput batch; CPU: peak RSS (VmHWM, reset through /proc/self/clear_refs) minus RSS before it).",
-        "- training images/s (finetune): the recipe's own figure over the whole run.",
+        "- training images/s (finetune, lora): the recipe's own figure over the whole run; trained (M): the "
+        "parameters the optimizer updated (finetune: all of them; lora: the LoRA matrices of `vitzoo finetune --peft "
+        "lora` at its defaults and the head), beside params (M), the whole model (for lora: the merged one).",
         f"- machine load average (1/5/15 min) when the report was written: {versions['load_average']}; timings "
         "on a shared machine are noisy.",
         "",

@@ -2,10 +2,11 @@
 
 For each model: quality by a protocol (top-1, top-5, macro F1 on the eval split) --
 ``knn`` (DINO's weighted k-NN on frozen features, `vitzoo.probe`), ``linear``
-(`vitzoo.probe.linear_probe` on frozen features) or ``finetune`` (the fine-tuning recipe,
-one run folder per model in ``DIR/runs/<model>``) -- and cost (`vitzoo.measure`: parameters,
+(`vitzoo.probe.linear_probe` on frozen features), ``finetune`` (the fine-tuning recipe,
+one run folder per model in ``DIR/runs/<model>``) or ``lora`` (the same with ``--peft lora``:
+LoRA adapters and the head train, the row gives the trainable parameters beside the model's) -- and cost (`vitzoo.measure`: parameters,
 forward GFLOPs counted by torch, inference images/s, batch-1 latency, peak memory; training
-images/s for ``finetune``), beside the published numbers of the model's registry spec. Frozen
+images/s for ``finetune`` and ``lora``), beside the published numbers of the model's registry spec. Frozen
 features and the inference cost are computed in ``config.precision`` (`vitzoo.precision`); a
 fine-tune trains in the recipe's own ``--mixed-precision``.
 
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from vitzoo import registry
-from vitzoo.compare.config import CompareConfig, model_slug, resolve_models
+from vitzoo.compare.config import FINETUNING, CompareConfig, model_slug, resolve_models
 from vitzoo.errors import BadInputError
 from vitzoo.io import atomic_write_json, read_json
 
@@ -60,7 +61,7 @@ def check_dataset(config: CompareConfig, splits: Any) -> None:
         )
     if config.protocol == "linear" and train < 2:
         raise BadInputError(f"a linear probe needs at least 2 train images, {config.dataset} has {train}")
-    if config.protocol == "finetune" and config.batch_size > train:
+    if config.protocol in FINETUNING and config.batch_size > train:
         raise BadInputError(
             f"fine-tuning drops incomplete batches: --batch-size {config.batch_size} is more than the "
             f"{train} train images of {config.dataset}; lower --batch-size"
@@ -143,6 +144,7 @@ def _finetune_quality(name: str, config: CompareConfig, splits: Any) -> tuple[An
             max_eval_samples=config.max_eval_samples,
             scratch=config.scratch,
             cpu=config.device == "cpu",
+            peft="lora" if config.protocol == "lora" else None,
         )
         if config.learning_rate is not None:
             arguments.learning_rate = config.learning_rate
@@ -168,6 +170,7 @@ def _finetune_quality(name: str, config: CompareConfig, splits: Any) -> tuple[An
     best = results["eval"]
     quality = {key: best[key] for key in ("accuracy", "top5", "macro_f1")}
     quality["train_images_per_second"] = results.get("train_images_per_second")
+    quality["trainable_params"] = results.get("trainable_parameters")  # the adapters and the head under lora
     quality["run_dir"] = run_dir
     return zoo, quality
 
@@ -181,7 +184,7 @@ def evaluate_model(name: str, config: CompareConfig, splits: Any) -> dict[str, A
     from vitzoo.precision import dtype_name
 
     start = time.perf_counter()
-    if config.protocol == "finetune":
+    if config.protocol in FINETUNING:
         zoo, quality = _finetune_quality(name, config, splits)
         forward = zoo.logits
     else:
