@@ -145,7 +145,7 @@ def test_lora_flags_are_checked_before_anything_runs(tmp_path, capsys, monkeypat
     never = str(tmp_path / "never")
     assert cli(["pretrain", "--method", "mae", "--peft", "lora", "--output-dir", never]) == 2
     assert "vitzoo pretrain --method mae does not use --peft (used by vitzoo finetune)" in capsys.readouterr().err
-    with pytest.raises(vitzoo.BadInputError, match="--lora-rank only apply with --peft lora"):
+    with pytest.raises(vitzoo.BadInputError, match="--lora-rank is used only with --peft lora"):
         finetune.main([*COMMON, "--lora-rank", "4", "--output-dir", never])
     with pytest.raises(vitzoo.BadInputError, match="--freeze-backbone .* choose one"):
         finetune.main([*LORA, "--freeze-backbone", "--output-dir", never])

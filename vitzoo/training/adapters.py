@@ -55,7 +55,8 @@ def check_peft_arguments(args: Any) -> None:
         given = [name for name, default in LORA_DEFAULTS.items() if getattr(args, name) != default]
         if given:
             flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
-            raise BadInputError(f"{flags} only apply with --peft lora; add --peft lora, or drop {flags}")
+            verb = "is" if len(given) == 1 else "are"
+            raise BadInputError(f"{flags} {verb} used only with --peft lora; add --peft lora, or drop {flags}")
         return
     if getattr(args, "freeze_backbone", False):
         raise BadInputError("--freeze-backbone trains the head alone and --peft lora trains adapters and the head: "
