@@ -139,6 +139,64 @@ def test_lora_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, 
         assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected), name
 
 
+def every_family():
+    """One checkpoint of each family (and the distilled DeiT, two heads), on each backend that can classify with it."""
+    from vitzoo import registry
+
+    names = {}
+    for spec in registry.all_specs():
+        names.setdefault(spec.family, spec.name)
+    cases = []
+    for family, name in sorted({**names, "deit_distilled": "deit-tiny-distilled"}.items()):
+        spec = registry.get_spec(name)
+        classifies = registry.get_family(spec.family).classes.get("classification") and not registry.get_family(
+            spec.family).no_transformers
+        cases += [(name, "transformers")] if classifies else []
+        cases += [(name, "timm")] if spec.timm_name and family != "deit_distilled" else []
+    return cases
+
+
+@pytest.mark.parametrize(("name", "backend"), every_family(), ids=[f"{n}-{b}" for n, b in every_family()])
+def test_every_family_merges_to_the_adapter_models_logits(tiny_hub, tmp_path, name, backend):
+    """adapt + save on each family's tiny model, with random adapters and head: the saved merged model
+    (read back by vitzoo.load) computes the adapter model's logits, and differs from the unadapted one."""
+    from accelerate import Accelerator
+
+    from vitzoo.training.adapters import adapt
+    from vitzoo.training.arguments import FinetuneArguments
+
+    zoo = vitzoo.load(name, task="classification", num_labels=3, pretrained=False, backend=backend)
+    if (name, backend) == ("beit-base", "timm"):  # timm's BEiT reads qkv.weight itself: an adapter would never run
+        with pytest.raises(vitzoo.BadInputError, match=r"beit-base \(timm\) never calls blocks.0.attn.qkv .*"
+                                                       "--backend transformers, or other --lora-targets"):
+            adapt(FinetuneArguments(peft="lora"), zoo, zoo.model)
+        # the live model was left as it was: other targets adapt it
+        assert adapt(FinetuneArguments(peft="lora", lora_targets="attn.proj,fc1"), zoo, zoo.model)[1].heads == ["head"]
+        return
+    pixels = torch.randn(2, 3, zoo.image_size, zoo.image_size)
+    model, adapter = adapt(FinetuneArguments(peft="lora", lora_rank=2), zoo, zoo.model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:  # B (zero at init) and the head's copy
+                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+        adapted = forward(model.eval(), pixels)
+        with model.disable_adapter():
+            plain = forward(model, pixels)
+    assert len(adapter.scaling) == zoo.spec.architecture.depth * (1 if backend == "timm" else 2)  # qkv; q_proj, v_proj
+    adapter.save(Accelerator(cpu=True), model, str(tmp_path / "model"), str(tmp_path / "adapter"))
+    merged = vitzoo.load(str(tmp_path / "model"))
+    assert merged.backend == backend and merged.num_params == adapter.model_parameters
+    with torch.no_grad():
+        torch.testing.assert_close(forward(merged.model.eval(), pixels), adapted, rtol=0, atol=1e-5)
+    assert not torch.allclose(plain, adapted, atol=1e-3)
+
+
+def forward(model, pixels):
+    output = model(pixels)
+    return output.logits if hasattr(output, "logits") else output
+
+
 def test_lora_flags_are_checked_before_anything_runs(tmp_path, capsys, monkeypatch):
     from vitzoo.cli import main as cli
 

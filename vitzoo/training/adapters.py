@@ -183,6 +183,7 @@ def adapt(args: Any, zoo: ZooModel, model: nn.Module) -> tuple[nn.Module, Adapte
                         target_modules=targets, modules_to_save=heads)
     with warnings.catch_warnings():  # transformers' deprecation of a name PEFT still reads: not the user's concern
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        _check_called(get_peft_model(meta_replica(model), copy.deepcopy(config)), zoo, LoraLayer)
         wrapped = get_peft_model(model, config)
     scaling = {name: float(layer.scaling[NAME]) for name, layer in wrapped.get_base_model().named_modules()
                if isinstance(layer, LoraLayer)}
@@ -190,6 +191,29 @@ def adapt(args: Any, zoo: ZooModel, model: nn.Module) -> tuple[nn.Module, Adapte
     return wrapped, Adapter(method=method, rank=args.lora_rank, alpha=float(args.lora_alpha),
                             dropout=float(args.lora_dropout), targets=targets, heads=heads, scaling=scaling, shell=shell,
                             trainable=trainable, total=total, model_parameters=count_parameters(shell.model)[1])
+
+
+def _check_called(replica: nn.Module, zoo: ZooModel, layer_type: type) -> None:
+    """Refuse adapters the model's forward would never run: a layer whose weight the model reads itself
+    (timm's BEiT multiplies by `qkv.weight` beside its own q/v biases) never calls the LoRA path, so training
+    would move nothing and the merge would change the model. `replica`: the model wrapped on the meta device
+    (no compute, and the live model is untouched when this refuses); one that cannot run there is not checked."""
+    adapted = {name for name, module in replica.get_base_model().named_modules() if isinstance(module, layer_type)}
+    called: set[str] = set()
+    for name in adapted:
+        replica.get_base_model().get_submodule(name).register_forward_hook(lambda *_, name=name: called.add(name))
+    try:
+        with torch.no_grad():
+            replica(torch.empty(1, 3, zoo.image_size, zoo.image_size, device="meta"))
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: the check cannot run, training can
+        return
+    skipped = sorted(adapted - called)
+    if skipped:
+        other = "--backend transformers, or " if zoo.backend == "timm" else ""
+        raise BadInputError(f"--peft: {zoo.spec.name} ({zoo.backend}) never calls {skipped[0]}"
+                            f"{f' (nor {len(skipped) - 1} more)' if len(skipped) > 1 else ''} as a layer: its forward "
+                            "uses the weight directly, so an adapter there would never train. Use "
+                            f"{other}other --lora-targets")
 
 
 def _check_targets(model: nn.Module, targets: list[str], heads: list[str], zoo: ZooModel) -> None:
