@@ -14,7 +14,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from vitzoo.data import eval_transform, load_splits, make_loader, train_transform
-from vitzoo.data.memory import BatchAugment, InMemorySplit, fits_in_memory
+from vitzoo.data.memory import DRAWS, BatchAugment, InMemorySplit, fits_in_memory, sample_keys, uniforms
 from vitzoo.errors import BadInputError
 from vitzoo.registry import Preprocessing
 
@@ -23,7 +23,7 @@ PRE = Preprocessing(resize_size=16, resize_mode="exact", interpolation="bilinear
 
 def test_crops_follow_the_area_and_aspect_ranges_and_the_seed():
     augment = BatchAugment(16, scale=(0.3, 0.9), ratio=(0.75, 4 / 3), hflip=0.5, per_image=[])
-    boxes = augment.crops(4000, 60, 80, torch.Generator().manual_seed(1))
+    boxes = augment.crops(uniforms(sample_keys(1, 0, list(range(4000))), DRAWS), 60, 80)
     width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all() and (boxes[:, 2] <= 80).all() and (boxes[:, 3] <= 60).all()
     area = width * height / (60 * 80)
@@ -32,19 +32,23 @@ def test_crops_follow_the_area_and_aspect_ranges_and_the_seed():
     aspect = width / height
     assert aspect.min() > 0.75 - 0.05 and aspect.max() < 4 / 3 + 0.05
     # log-uniform aspect: on a square image as many crops wider than tall as taller than wide
-    square = augment.crops(4000, 64, 64, torch.Generator().manual_seed(1))
+    square = augment.crops(uniforms(sample_keys(1, 0, list(range(4000))), DRAWS), 64, 64)
     wide = ((square[:, 2] - square[:, 0]) > (square[:, 3] - square[:, 1])).float().mean().item()
     tall = ((square[:, 2] - square[:, 0]) < (square[:, 3] - square[:, 1])).float().mean().item()
     assert abs(wide - tall) < 0.05
-    again = augment.crops(4000, 60, 80, torch.Generator().manual_seed(1))
+    again = augment.crops(uniforms(sample_keys(1, 0, list(range(4000))), DRAWS), 60, 80)
     assert torch.equal(boxes, again)
-    assert not torch.equal(boxes, augment.crops(4000, 60, 80, torch.Generator().manual_seed(2)))
+    assert not torch.equal(boxes, augment.crops(uniforms(sample_keys(2, 0, list(range(4000))), DRAWS), 60, 80))
+    assert not torch.equal(boxes, augment.crops(uniforms(sample_keys(1, 1, list(range(4000))), DRAWS), 60, 80))
+    # the draws are uniform: their mean and spread are those of U(0, 1)
+    draws = uniforms(sample_keys(1, 0, list(range(4000))), DRAWS)
+    assert abs(draws.mean().item() - 0.5) < 0.01 and abs(draws.var().item() - 1 / 12) < 0.005
 
 
 def test_a_crop_that_never_fits_falls_back_to_the_centre_at_the_nearest_aspect():
     # a 10x100 strip cannot hold any crop of aspect 3/4..4/3 and area >= 90%: torchvision's fallback
     augment = BatchAugment(8, scale=(0.9, 1.0), ratio=(0.75, 4 / 3), hflip=0.0, per_image=[])
-    boxes = augment.crops(5, 10, 100, torch.Generator().manual_seed(0))
+    boxes = augment.crops(uniforms(sample_keys(0, 0, list(range(5))), DRAWS), 10, 100)
     expected_w = round(10 * 4 / 3)
     assert torch.equal(boxes[0], torch.tensor([round((100 - expected_w) / 2), 0.0, round((100 - expected_w) / 2) + expected_w, 10.0]))
 
@@ -53,12 +57,12 @@ def test_the_batched_resize_is_the_identity_at_the_same_size_and_an_area_filter_
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=generator)
     whole = BatchAugment(16, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, per_image=[])
-    assert torch.equal(whole(images, torch.Generator().manual_seed(0)), images)
+    assert torch.equal(whole(images, sample_keys(0, 0, list(range(6)))), images)
     half = BatchAugment(8, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, per_image=[])
     pooled = torch.nn.functional.avg_pool2d(images.float(), 2).round().to(torch.uint8)
-    assert (half(images, torch.Generator().manual_seed(0)).int() - pooled.int()).abs().max() <= 1
+    assert (half(images, sample_keys(0, 0, list(range(6)))).int() - pooled.int()).abs().max() <= 1
     flip_all = BatchAugment(16, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=1.0, per_image=[])
-    assert torch.equal(flip_all(images, torch.Generator().manual_seed(0)), images.flip(-1))
+    assert torch.equal(flip_all(images, sample_keys(0, 0, list(range(6)))), images.flip(-1))
 
 
 def test_the_batched_crop_matches_the_per_image_crop_of_the_same_box():
@@ -67,9 +71,9 @@ def test_the_batched_crop_matches_the_per_image_crop_of_the_same_box():
     image = torch.from_numpy(np.asarray(Image.fromarray(
         (np.add.outer(np.arange(40), np.arange(40)) * 3 % 256).astype(np.uint8)).convert("RGB"))).permute(2, 0, 1)
     augment = BatchAugment(16, scale=(0.3, 0.9), ratio=(0.75, 4 / 3), hflip=0.0, per_image=[])
-    generator = torch.Generator().manual_seed(3)
-    batched = augment(image[None], generator)[0]
-    left, top, right, bottom = augment.crops(1, 40, 40, torch.Generator().manual_seed(3))[0].int().tolist()
+    keys = sample_keys(3, 0, [0])
+    batched = augment(image[None], keys)[0]
+    left, top, right, bottom = augment.crops(uniforms(keys, DRAWS), 40, 40)[0].int().tolist()
     single = F.resized_crop(image, top, left, bottom - top, right - left, [16, 16], antialias=True)
     assert (batched.float() - single.float()).abs().mean() < 3.0
 
@@ -105,6 +109,8 @@ def test_in_memory_loaders_give_what_the_per_image_ones_give(folder):
     dataset = memory.dataset
     first, _ = dataset.__getitems__([0, 5, 2, 7])
     assert torch.equal(first, dataset.__getitems__([0, 5, 2, 7])[0])
+    # an image's augmentation does not depend on its batch (gradient accumulation, processes)
+    assert torch.equal(first[1], dataset.__getitems__([5])[0][0])
     dataset.set_epoch(1)
     assert not torch.equal(first, dataset.__getitems__([0, 5, 2, 7])[0])
 

@@ -11,8 +11,8 @@ flip one indexed copy. Augmentation that only exists per image (RandAugment, Tri
 runs per image, on the decoded tensors. The eval transform is deterministic, so an eval split is
 stored already transformed.
 
-Each batch draws its crops and flips from a generator seeded by (seed, epoch, the batch's indices):
-the same batch gets the same augmentation whatever the process, and after a resume.
+Each image draws its crop and flip from counter-based hashes of (seed, epoch, its index) alone:
+an image gets the same augmentation whatever its batch, process or accumulation step, and after a resume.
 
 For tiny images this is what a hand-written loop does (decode once, augment tensors), and it
 takes the data pipeline's per-image cost (file decode, per-sample transforms, collation: about
@@ -76,7 +76,8 @@ class InMemorySplit(torch.utils.data.Dataset):
         self.source, self.seed, self.epoch = source, seed, 0
         keep, images, shape = [], [], None
         eval_only = isinstance(transform, EvalTransform)
-        for index in tqdm(range(len(source)), desc=f"decoding {source.name} once", disable=not progress, leave=False):
+        bar = tqdm(range(len(source)), desc=f"decoding {source.name} once", disable=not progress, leave=False, delay=2)
+        for index in bar:  # the bar shows only when decoding takes over 2 s
             item = source[index]
             if item is None:
                 continue
@@ -111,9 +112,7 @@ class InMemorySplit(torch.utils.data.Dataset):
         positions = torch.as_tensor(indices, dtype=torch.int64)
         images, labels = self.images[positions], self.labels[positions]
         if self.augment is not None:
-            generator = torch.Generator()
-            generator.manual_seed(hash((self.seed or 0, self.epoch, tuple(int(i) for i in indices))) & 0x7FFF_FFFF_FFFF_FFFF)
-            images = self.augment(images, generator)
+            images = self.augment(images, sample_keys(self.seed or 0, self.epoch, indices))
         elif self.transform is not None:  # no batched form (DINO's multi-crop): per image, seeded as per image
             outputs = []
             for index, image in zip(indices, images):
@@ -153,15 +152,15 @@ class BatchAugment:
                 per_image.append(step)
         return cls(crop.size, crop.scale, crop.ratio, hflip, per_image)
 
-    def crops(self, count: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-        """`count` crop boxes (left, top, right, bottom), as torchvision's RandomResizedCrop draws
-        them: ten tries at an area in `scale` and a log-uniform aspect in `ratio` that fits, else
-        the whole image cut to the nearest allowed aspect."""
-        tries = 10
+    def crops(self, draws: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """One crop box (left, top, right, bottom) per row of uniform `draws` (columns 0-21), as
+        torchvision's RandomResizedCrop draws them: ten tries at an area in `scale` and a
+        log-uniform aspect in `ratio` that fits, else the whole image cut to the nearest allowed aspect."""
+        tries = TRIES
         area = height * width
-        target = area * torch.empty(count, tries).uniform_(*self.scale, generator=generator)
+        target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * draws[:, :tries])
         log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
-        aspect = torch.exp(torch.empty(count, tries).uniform_(log_low, log_high, generator=generator))
+        aspect = torch.exp(log_low + (log_high - log_low) * draws[:, tries : 2 * tries])
         w = torch.round(torch.sqrt(target * aspect))
         h = torch.round(torch.sqrt(target / aspect))
         fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -173,27 +172,56 @@ class BatchAugment:
             fallback_h = float(round(width / self.ratio[0]))
         elif width / height > self.ratio[1]:
             fallback_w = float(round(height * self.ratio[1]))
-        w = torch.where(found, w, torch.tensor(fallback_w))
-        h = torch.where(found, h, torch.tensor(fallback_h))
-        top_draw, left_draw = torch.rand(count, generator=generator), torch.rand(count, generator=generator)
-        top = torch.where(found, torch.floor(top_draw * (height - h + 1)), torch.round((height - h) / 2))
-        left = torch.where(found, torch.floor(left_draw * (width - w + 1)), torch.round((width - w) / 2))
-        return torch.stack([left, top, left + w, top + h], dim=1)
+        w = torch.where(found, w, torch.tensor(fallback_w, dtype=w.dtype))
+        h = torch.where(found, h, torch.tensor(fallback_h, dtype=h.dtype))
+        top = torch.where(found, torch.floor(draws[:, 2 * tries] * (height - h + 1)), torch.round((height - h) / 2))
+        left = torch.where(found, torch.floor(draws[:, 2 * tries + 1] * (width - w + 1)), torch.round((width - w) / 2))
+        return torch.stack([left, top, left + w, top + h], dim=1).float()
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, keys: np.ndarray) -> torch.Tensor:
+        """Augment a uint8 batch; `keys` (one per image, `sample_keys`) decide each image's draws, so
+        an image is augmented the same whatever batch it is in (gradient accumulation, processes)."""
         count, _, height, width = images.shape
-        boxes = self.crops(count, height, width, generator)
+        draws = uniforms(keys, DRAWS)
+        boxes = self.crops(draws, height, width)
         rois = torch.cat([torch.arange(count, dtype=torch.float32)[:, None], boxes], dim=1)
         # sampling_ratio 0: ceil(crop / output) samples per output pixel and direction, averaged
         out = roi_align(images.float(), rois, output_size=self.size, spatial_scale=1.0, sampling_ratio=0, aligned=True)
         out = out.round_().clamp_(0, 255).to(torch.uint8)
         if self.hflip > 0:
-            flip = torch.rand(count, generator=generator) < self.hflip
+            flip = draws[:, 2 * TRIES + 2] < self.hflip
             out[flip] = out[flip].flip(-1)
-        if self.per_image:
+        for index in range(count) if self.per_image else ():
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-                for index in range(count):
-                    for step in self.per_image:
-                        out[index] = step(out[index])
+                torch.manual_seed(int(draws[index, 2 * TRIES + 3] * 2**62))
+                for step in self.per_image:
+                    out[index] = step(out[index])
         return out
+
+
+TRIES = 10
+DRAWS = 2 * TRIES + 4  # area and aspect per try, top, left, flip, the per-image steps' seed
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic): well-spread 64-bit hashes."""
+    values = values ^ (values >> np.uint64(30))
+    values = values * np.uint64(0xBF58476D1CE4E5B9)
+    values = values ^ (values >> np.uint64(27))
+    values = values * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def sample_keys(seed: int, epoch: int, indices: list[int]) -> np.ndarray:
+    """One 64-bit key per sample from (seed, epoch, index) alone."""
+    with np.errstate(over="ignore"):
+        base = _mix(np.array([(seed * 0x9E3779B1 + epoch * 0x85EBCA77) & 0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64))
+        return _mix(base ^ np.asarray(indices, dtype=np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+
+
+def uniforms(keys: np.ndarray, count: int) -> torch.Tensor:
+    """`count` uniform draws in [0, 1) per key (counter-based: draw j of key k is a hash of (k, j))."""
+    with np.errstate(over="ignore"):
+        counters = keys[:, None] + np.arange(1, count + 1, dtype=np.uint64)[None, :] * np.uint64(0x9E3779B97F4A7C15)
+        bits = _mix(counters) >> np.uint64(11)
+    return torch.from_numpy(bits.astype(np.float64) / float(1 << 53))
