@@ -34,7 +34,7 @@ def run(tmp_path, *extra: str, name: str = "run", callbacks=()) -> tuple[dict, s
 
 def test_run_folder_contract(tmp_path):
     results, output = run(tmp_path, "--epochs", "2", "--mixup", "0.2", "--auto-augment", "rand", "--ema-decay", "0.9")
-    assert sorted(os.listdir(output)) == ["args.json", "checkpoints", "metrics.jsonl", "model", "results.json"]
+    assert sorted(os.listdir(output)) == ["args.json", "checkpoints", "curves.png", "metrics.jsonl", "model", "results.json"]
     with open(os.path.join(output, "args.json")) as handle:
         assert json.load(handle)["mixup"] == 0.2
     events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
@@ -203,6 +203,30 @@ def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
     assert engine.resolve_mixed_precision("fp16", use_cpu=True) == "fp16"  # an explicit choice wins
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert engine.resolve_mixed_precision("auto", use_cpu=True) is None  # the launcher's config decides
+
+
+def test_auto_mixed_precision_takes_bf16_only_where_the_shape_pays_on_a_cpu(monkeypatch, tmp_path, capsys):
+    """On a CPU with native bf16, a single-process run's auto precision follows the measured rule of
+    its shape: batch x tokens x hidden^2 >= 2e7 trains in bf16, smaller shapes in fp32."""
+    from vitzoo.recipes import finetune
+
+    from vitzoo.training import autoprecision, engine
+
+    assert autoprecision.choose(96, 17, 64).precision == "no"  # 1.0e7: measured 0.80x in bf16
+    assert autoprecision.choose(96, 65, 64).precision == "bf16"  # 3.8e7: measured 1.16x
+    assert autoprecision.choose(192, 197, 16).precision == "bf16"
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    small = ["--model", "deit-tiny", "--scratch", "--config-overrides", "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,"
+             "intermediate_size=64,patch_size=4", "--image-size", "16", "--max-train-samples", "32", "--max-eval-samples", "16",
+             "--epochs", "1", "--batch-size", "16", "--output-dir", str(tmp_path / "small")]
+    finetune.main(small)
+    out = capsys.readouterr().out
+    assert "mixed precision auto: fp32 (batch 16 x 17 tokens x hidden 32^2" in out and "mixed precision: no" in out
+    wide = [*small[:4], "hidden_size=384,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,patch_size=4",
+            *small[5:-1], str(tmp_path / "wide")]
+    finetune.main(wide)
+    assert "mixed precision auto: bf16" in capsys.readouterr().out
 
 
 def test_default_workers_leave_small_cpus_to_the_model(monkeypatch):

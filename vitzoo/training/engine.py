@@ -26,6 +26,7 @@ from vitzoo.hardware import cpu_has_native_bf16
 from vitzoo.io import atomic_write_json
 from vitzoo.metrics import classification_metrics
 from vitzoo.registry import Preprocessing
+from vitzoo.training.autoprecision import Choice, choose_for
 from vitzoo.training.distributed import all_finite, check_launch, full_state_dict, strategy_of
 from vitzoo.zoo import ZooModel
 
@@ -48,9 +49,15 @@ def make_accelerator(args: Any) -> Accelerator:
         reset_accelerate_state()
     use_cpu = args.cpu or not torch.cuda.is_available()
     check_launch(use_cpu)
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    precision = resolve_mixed_precision(args.mixed_precision, use_cpu,
+                                        measure=(lambda: choose_for(args)) if single else None)
+    if isinstance(precision, Choice):
+        print(f"mixed precision auto: {'bf16' if precision.precision == 'bf16' else 'fp32'} ({precision.reason})", flush=True)
+        precision = precision.precision
     return Accelerator(
         cpu=use_cpu,
-        mixed_precision=resolve_mixed_precision(args.mixed_precision, use_cpu),
+        mixed_precision=precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
@@ -69,17 +76,20 @@ def reset_accelerate_state() -> None:
     PartialState._reset_state()
 
 
-def resolve_mixed_precision(requested: str, use_cpu: bool) -> str | None:
+def resolve_mixed_precision(requested: str, use_cpu: bool, measure: Callable[[], Choice] | None = None) -> str | Choice | None:
     """'auto': what `accelerate launch` was configured with, else bf16 autocast where the hardware
-    computes in bf16 natively (GPUs that support it; CPUs with AVX512-BF16 or AMX, where a ViT
-    training step runs faster than in fp32: the README's Speed section has the figures) and full
-    precision elsewhere. An explicit value always wins."""
+    computes in bf16 natively and it pays: GPUs that support it; CPUs with AVX512-BF16 or AMX, where
+    a single-process run asks `measure` (`vitzoo.training.autoprecision.choose_for`: a rule of the
+    run's shape, measured; small models train faster in fp32) and gets a Choice that says why; and
+    full precision elsewhere. An explicit value always wins."""
     if requested != "auto":
         return requested
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None  # the launcher's config (accelerate_configs/*.yaml) decides
     if use_cpu:
-        return "bf16" if cpu_has_native_bf16() else "no"
+        if not cpu_has_native_bf16():
+            return "no"
+        return measure() if measure is not None else "bf16"
     return "bf16" if torch.cuda.is_bf16_supported() else "no"
 
 
@@ -126,7 +136,7 @@ class RunFolder:
     """
 
     RUN_FILES = ("args.json", "metrics.jsonl", "results.json", "checkpoints", MODEL_DIR)
-    CLEARED = (*RUN_FILES, "logs", "tokenizer", "reconstructions.png", "dino_curves.png")
+    CLEARED = (*RUN_FILES, "logs", "tokenizer", "adapter", "reconstructions.png", "dino_curves.png", "curves.png")
     LOCK = ".vitzoo.lock"
 
     def __init__(self, output_dir: str, accelerator: Accelerator, *, resume: str | None = None,
