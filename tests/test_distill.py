@@ -119,7 +119,7 @@ def test_distilled_student_trains_with_frozen_cnn_teacher(tiny_hub, tmp_path, mo
                             "--epochs", "1", "--output-dir", output])
     teacher = teachers[0]
     assert not teacher.model.training and all(not p.requires_grad and p.grad is None for p in teacher.model.parameters())
-    assert sorted(os.listdir(output)) == ["args.json", "checkpoints", "metrics.jsonl", "model", "results.json"]
+    assert sorted(os.listdir(output)) == ["args.json", "checkpoints", "curves.png", "metrics.jsonl", "model", "results.json"]
     assert results["distillation_token"] and results["steps"] == 96 // 16
     events = [json.loads(line) for line in open(os.path.join(output, "metrics.jsonl"))]
     assert all(0 <= e["teacher_time_share"] <= 1 for e in events if "loss" in e)

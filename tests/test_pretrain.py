@@ -143,7 +143,7 @@ def test_tokenizer_gives_flat_patches_one_code(normalisation):
 @pytest.mark.parametrize("method", ["mae", "beit", "simmim"])
 def test_each_method_trains_and_writes_the_run_folder(runs, method):
     results, folder = runs[method]
-    expected = {"args.json", "checkpoints", "metrics.jsonl", "model", "reconstructions.png", "results.json"}
+    expected = {"args.json", "checkpoints", "curves.png", "metrics.jsonl", "model", "reconstructions.png", "results.json"}
     assert expected | ({"tokenizer"} if method == "beit" else set()) == set(os.listdir(folder))
     events = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
     train = [e for e in events if not e.get("eval")]

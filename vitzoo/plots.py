@@ -83,3 +83,61 @@ def save_dino_curves(path: str, events: list[dict], out_dim: int) -> str:
     right.set_ylabel("k-NN accuracy (%)")
     right.set_title("teacher features, weighted 20-NN")
     return save_figure(figure, path)
+
+
+# what a step event or an evaluation event holds besides curves worth drawing
+_NOT_CURVES = {"step", "epoch", "eval", "samples", "images_per_second", "lr", "loss", "best_step"}
+
+
+def run_curves(events: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """A run's metrics.jsonl events as curves: 'loss' and 'lr' per step, each logged per-step value
+    ('teacher_entropy', ...) per step, and each evaluation metric ('eval accuracy', ...) per epoch."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for event in events:
+        if event.get("eval"):
+            for key, value in event.items():
+                if key not in _NOT_CURVES and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    curves.setdefault(f"eval {key}", []).append((event["epoch"], float(value)))
+            if "loss" in event:
+                curves.setdefault("eval loss", []).append((event["epoch"], float(event["loss"])))
+        elif "loss" in event:
+            for key, value in event.items():
+                if key in ("loss", "lr") or (key not in _NOT_CURVES and isinstance(value, (int, float))
+                                             and not isinstance(value, bool) and key.endswith("entropy")):
+                    curves.setdefault(key, []).append((event["step"], float(value)))
+    return curves
+
+
+def save_run_curves(path: str, runs: list[tuple[str, list[dict]]]) -> str:
+    """curves.png: for one run or several on shared axes, training loss and learning rate per step,
+    the per-step entropies a method logs (DINO's teacher), and every evaluation metric per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    every = [(label, run_curves(events)) for label, events in runs]
+    names: list[str] = []
+    for _, curves in every:
+        names += [name for name in curves if name not in names]
+    order = ["loss", "lr"] + sorted(n for n in names if not n.startswith("eval ") and n not in ("loss", "lr")) + \
+        sorted(n for n in names if n.startswith("eval "))
+    panels = [name for name in order if name in names] or ["loss"]
+    columns = min(3, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, panels):
+        for label, curves in every:
+            points = curves.get(name, [])
+            if points:
+                marker = "o" if name.startswith("eval ") else None
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker=marker, markersize=3, label=label)
+        axis.set_title(name)
+        axis.set_xlabel("epoch" if name.startswith("eval ") else "step")
+        if name == "lr":
+            axis.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        if len(runs) > 1:
+            axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    return save_figure(figure, path)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from vitzoo.errors import BadInputError
 from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitzoo.training.curves import Curves
 from vitzoo.training.distributed import Gathered, local_parameter_count, shard, strategy_of
 from vitzoo.training.engine import (
     MODEL_DIR,
@@ -78,6 +79,7 @@ def fit(
     model/vitzoo.json, and the tracker's project; `learning_rate` overrides `args.learning_rate`
     (pretraining's --blr scaling).
     """
+    callbacks = [Curves(), *callbacks]  # curves.png in every run folder
     plan = plan_steps(args, train_loader, accelerator)
     strategy = strategy_of(accelerator)
     if args.channels_last:
