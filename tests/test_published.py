@@ -4,9 +4,8 @@ vitzoo's preprocessing against each repo's published preprocessor_config.json.""
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 
 import numpy as np
 import pytest
