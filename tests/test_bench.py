@@ -12,14 +12,19 @@ from vitzoo.cli import main
 from vitzoo.measure import count_flops
 
 
-def test_bench_model_figures_agree(tiny_hub):
+def test_bench_model_figures_agree(tiny_hub, tmp_path):
+    from vitzoo.data.photos import photo_folder
+
     peak = 1e12
+    photos = photo_folder(str(tmp_path / "photos"), count=24)  # real JPEG photos, as the default folder holds
     result = bench.bench_model("deit-small", batch_size=4, image_size=16, device=torch.device("cpu"),
-                               min_seconds=0.05, peak_flops=peak)
+                               min_seconds=0.05, peak_flops=peak, data_dir=photos)
     for key in ("predict_images_per_second", "transformers_images_per_second", "timm_images_per_second",
                 "pipeline_images_per_second", "pipeline_bf16_images_per_second", "train_images_per_second",
                 "timm_train_images_per_second", "data_images_per_second", "predict_latency_ms"):
         assert result[key] > 0, key
+    assert result["data_dir"] == photos and result["data_images_per_second_per_core"] == pytest.approx(
+        result["data_images_per_second"] / max(1, result["data_workers"]))
     assert result["predict_vs_raw"] == pytest.approx(result["predict_images_per_second"] / result["transformers_images_per_second"])
     assert result["predict_vs_pipeline"] == pytest.approx(result["predict_images_per_second"] / result["pipeline_images_per_second"])
     assert result["predict_vs_pipeline_bf16"] == pytest.approx(
@@ -43,11 +48,16 @@ def test_peak_matmul_is_a_rate():
 
 
 def test_cli_writes_json_and_table(tiny_hub, tmp_path, capsys):
+    from vitzoo.data.photos import photo_folder
+
     output, table = tmp_path / "bench.json", tmp_path / "bench.md"
+    photos = photo_folder(str(tmp_path / "photos"), count=12)
     assert main(["bench", "--models", "deit-tiny", "--batch-sizes", "2", "--image-sizes", "16", "--min-seconds", "0.02",
-                 "--no-pipeline", "--no-data", "--trainer-steps", "0", "--output", str(output), "--markdown", str(table)]) == 0
+                 "--no-pipeline", "--no-train", "--data-dir", photos, "--trainer-steps", "0", "--output", str(output),
+                 "--markdown", str(table)]) == 0
     data = json.loads(output.read_text())
     assert data["results"][0]["model"] == "deit-tiny" and data["peak_matmul_gflops"] > 0
+    assert data["results"][0]["data_dir"] == photos and data["results"][0]["data_images_per_second_per_core"] > 0
     assert "| deit-tiny | 2 | 16 |" in capsys.readouterr().out and "| deit-tiny | 2 | 16 |" in table.read_text()
     assert main(["bench", "--models", "deit-smal"]) == 2
     assert main(["bench", "--models", "deit-tiny", "--trainer-steps", "1"]) == 2

@@ -96,6 +96,7 @@ def bench_model(
     include_training: bool = True,
     include_data: bool = True,
     trainer_steps: int = 0,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Every figure above for one model at one batch and image size (with `trainer_steps` > 0 on a
     CPU, also the fine-tuning recipe against `transformers.Trainer`, each with its defaults)."""
@@ -150,7 +151,10 @@ def bench_model(
             result["timm_train_images_per_second"] = _train_rate(zoo, batch_size, device, torch_dtype, compile, min_seconds,
                                                                  backend="timm")
     if include_data:
-        result["data_images_per_second"] = data_pipeline_rate(zoo, batch_size, min_seconds)
+        rate, workers = data_pipeline_rate(zoo, batch_size, min_seconds, data_dir=data_dir)
+        # per core: the loader's workers each use one (none: the main process's one)
+        result.update(data_images_per_second=rate, data_workers=workers,
+                      data_images_per_second_per_core=rate / max(1, workers), data_dir=data_dir or "real photos")
     if trainer_steps and device.type == "cpu" and zoo.backend == "transformers":
         from vitzoo.peers import compare_defaults
 
@@ -234,45 +238,30 @@ def _train_rate(zoo, batch_size: int, device: torch.device, dtype: torch.dtype, 
     return batch_size / _timed(step, device, warmup=2, min_seconds=min_seconds, min_iters=3)
 
 
-def data_pipeline_rate(zoo, batch_size: int, min_seconds: float, num_workers: int | None = None) -> float:
-    """Images/s the training data pipeline delivers (JPEG decode + augment + collate) with the
-    default worker count, on photos stored as files like a real image-folder dataset."""
-    import os
-    import tempfile
-
-    from PIL import Image
-
+def data_pipeline_rate(zoo, batch_size: int, min_seconds: float, num_workers: int | None = None,
+                       data_dir: str | None = None) -> tuple[float, int]:
+    """(images/s, workers): what the recipe's training data pipeline delivers (decode + random
+    resized crop + flip + uint8 collate, per image: no in-memory cache) with the default worker
+    count, over the image files of `data_dir` (default: the real-photo folder of
+    `vitzoo.data.photos`, 2,000 JPEGs built once in the user cache)."""
     from vitzoo.data import default_num_workers, load_splits, make_loader, train_transform
+    from vitzoo.data.photos import photo_folder
 
     workers = default_num_workers() if num_workers is None else num_workers
-    # enough batches per epoch to keep every worker busy: 2 distinct photos per batch slot,
-    # the rest hard links to them (each is still opened and decoded on its own)
-    distinct, total = 2 * batch_size, max(2, 2 * workers) * batch_size
-    photos = sample_images(distinct)
-    with tempfile.TemporaryDirectory() as folder:
-        for index in range(total):
-            label = f"class{index % 2}"
-            os.makedirs(os.path.join(folder, label), exist_ok=True)
-            path = os.path.join(folder, label, f"{index}.jpg")
-            if index < distinct:
-                Image.fromarray(photos[index]).save(path, quality=90)
-            else:
-                os.link(os.path.join(folder, f"class{index % 2}", f"{index % distinct}.jpg"), path)
-        splits = load_splits(folder, val_fraction=0.1, seed=0)
-        loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=False,
-                             transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size, auto_augment="rand"),
-                             persistent_workers=True)
-        count, start = 0, None
-        deadline = None
-        while deadline is None or time.perf_counter() < deadline:
-            for images, _ in loader:
-                if start is None:  # the first batch pays for starting the workers
-                    start, deadline = time.perf_counter(), time.perf_counter() + min_seconds
-                    continue
-                count += images.shape[0]
-            if count and time.perf_counter() >= deadline:
+    splits = load_splits(data_dir or photo_folder(), val_fraction=0.1, seed=0)
+    loader = make_loader(splits.train, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=False,
+                         transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size),
+                         persistent_workers=True, in_memory="off")
+    count, start, deadline = 0, None, None
+    while deadline is None or time.perf_counter() < deadline:
+        for images, _ in loader:
+            if start is None:  # the first batch pays for starting the workers
+                start, deadline = time.perf_counter(), time.perf_counter() + min_seconds
+                continue
+            count += images.shape[0]
+            if time.perf_counter() >= deadline:
                 break
-        return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), workers
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -296,6 +285,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         ("predict_latency_ms", "predict b1 ms", "{:.1f}"),
         ("train_images_per_second", "train img/s", "{:.1f}"),
         ("timm_train_images_per_second", "timm train img/s", "{:.1f}"),
+        ("data_images_per_second_per_core", "data img/s per core", "{:.1f}"),
         ("data_vs_train", "data / train", "{:.2f}x"),
         ("inference_mfu", "inference MFU", "{:.0%}"),
         ("train_mfu", "train MFU", "{:.0%}"),

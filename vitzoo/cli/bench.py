@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers.pipeline peer")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
     parser.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
+    parser.add_argument("--data-dir", default=None,
+                        help="image folder (one subfolder per class) whose files the data column decodes and augments "
+                        "as the recipe does (default: 2,000 real JPEG photos built once in ~/.cache/vitzoo from the "
+                        "photos scikit-learn and scikit-image ship)")
     parser.add_argument("--trainer-steps", type=int, default=12,
                         help="on a CPU, run the fine-tuning recipe and transformers.Trainer (each with its defaults, on "
                         "digits at the bench's image size and batch) for this many steps and report recipe / Trainer; "
@@ -85,7 +89,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     name, batch_size=batch_size, image_size=image_size, device=device, precision=args.precision,
                     compile=args.compile, channels_last=args.channels_last, min_seconds=args.min_seconds,
                     peak_flops=peak, include_pipeline=not args.no_pipeline, include_training=not args.no_train,
-                    include_data=not args.no_data, trainer_steps=args.trainer_steps,
+                    include_data=not args.no_data, trainer_steps=args.trainer_steps, data_dir=args.data_dir,
                 ))
     table = bench.markdown_table(results)
     print(f"precision {args.precision} ({dtype_name(dtype)}); peak {dtype_name(dtype)} matmul on {device}: "
