@@ -13,7 +13,7 @@ import vitzoo
 from vitzoo import compare
 from vitzoo.cli import main as cli_main
 from vitzoo.compare import CompareConfig, resolve_models, run_compare, runner
-from vitzoo.compare.report import COLUMNS, pareto_front, sort_rows
+from vitzoo.compare.report import pareto_front, sort_rows
 from vitzoo.errors import BadInputError
 from vitzoo.measure import count_flops, count_params, measure
 
@@ -33,6 +33,14 @@ def knn_config(tmp_path, models, **kwargs):
         output_dir=str(tmp_path / "cmp"),
     )
     return CompareConfig(models=models, **{**options, **kwargs})
+
+
+@pytest.fixture(autouse=True)
+def quick_measurement(monkeypatch):
+    """Two short rounds of the speed measurement: these tests check the report, not the machine."""
+    monkeypatch.setattr(runner, "MEASURE_ROUNDS", 2)
+    monkeypatch.setattr(runner, "MEASURE_SECONDS", 0.0)
+    monkeypatch.setattr(runner, "LATENCY_ITERS", 3)
 
 
 @pytest.fixture
@@ -66,7 +74,7 @@ def test_flops_of_a_tiny_vit_equal_a_hand_count():
     assert cost["gflops"] == pytest.approx(expected / 1e9)
     assert cost["params"] == count_params(zoo.model) == zoo.num_params
     assert cost["images_per_second"] > 0 and 0 < cost["latency_p50_ms"] <= cost["latency_p90_ms"]
-    assert cost["peak_memory_method"] in ("cpu_peak_rss_delta", "unavailable")
+    assert cost["peak_memory_method"] == "live_tensor_peak" and cost["peak_memory_mb"] > 0
 
 
 # --------------------------------------------------------------------------- report
@@ -114,8 +122,9 @@ def test_report_files_agree_and_a_failed_model_does_not_stop_the_others(tiny_hub
         assert float(row["gflops"]) == pytest.approx(model["gflops"])
         assert f"{model['accuracy']:.4f}" in line and f"{model['gflops']:.4f}" in line
         assert row["pareto"] == str(model["pareto"])
-        pareto = [header for _, header, _ in COLUMNS].index("Pareto")
-        assert line.rstrip(" |").split(" | ")[pareto] == ("*" if model["pareto"] else "")
+        headers = next(line for line in markdown.splitlines() if line.startswith("| model")).split(" | ")
+        cell = line.rstrip(" |").split(" | ")[headers.index("Pareto")]
+        assert cell == ("" if not model["pareto"] else "* (within noise)" if model["within_noise"] else "*")
         # published numbers come from the spec, labelled as such
         assert model["published_license"] == "apache-2.0" and model["published_params"]
     assert models[0]["pareto"] is True  # the most accurate model is always on the front
@@ -260,3 +269,114 @@ def test_a_folder_trained_again_is_measured_again(tiny_hub, tmp_path):
     assert again["weights"] != first["weights"]
     assert again["accuracy"] == fresh["accuracy"]
     assert len(os.listdir(os.path.join(config.output_dir, "features"))) == 4  # two weights x two splits
+
+
+# --------------------------------------------------------------------------- uncertainty
+def test_wilson_and_mcnemar_match_independent_computations():
+    from scipy.stats import binomtest
+
+    from vitzoo.compare.stats import binomial_cdf, mcnemar_exact, mean_std, wilson_interval
+
+    # Wilson by its textbook closed form, worked by hand: 8 of 10, z = 1.96 -> (0.4902, 0.9433)
+    low, high = wilson_interval(8, 10)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    for correct, total in ((0, 20), (20, 20), (137, 360), (1, 3)):
+        ci = binomtest(correct, total).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(correct, total) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    # McNemar exact = a two-sided binomial test of the discordant pairs at p = 1/2
+    first = [1] * 50 + [1] * 9 + [0] * 2 + [0] * 10  # 9 images only the first gets right, 2 only the second
+    second = [1] * 50 + [0] * 9 + [1] * 2 + [0] * 10
+    assert mcnemar_exact(first, second) == pytest.approx(binomtest(2, 11, 0.5).pvalue)
+    assert mcnemar_exact(second, first) == mcnemar_exact(first, second)
+    assert mcnemar_exact([1, 0], [1, 0]) == 1.0 and mcnemar_exact([1, 1, 1, 0], [0, 0, 0, 0]) == 0.25
+    assert binomial_cdf(3, 400, 0.5) == pytest.approx(binomtest(3, 400, 0.5, alternative="less").pvalue, rel=1e-9)
+    assert mean_std([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))
+    with pytest.raises(ValueError):
+        mcnemar_exact([1], [1, 0])
+
+
+def test_the_report_says_within_noise_where_the_difference_to_the_best_is_not_significant():
+    from vitzoo.compare.report import best_line, terminal_table
+
+    n = 100
+    best = "1" * 90 + "0" * 10  # 0.90
+    close = "1" * 86 + "0" * 14  # 0.86: 4 discordant images, all one way: p = 0.125
+    far = "1" * 60 + "0" * 40  # 0.60: 30 discordant, p < 1e-8
+    rows = [
+        {"model": name, "status": "ok", "accuracy": correct.count("1") / n, "correct": correct,
+         "images_per_second": speed, "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.95, "seeds": [0]}
+        for name, correct, speed in (("far", far, 50.0), ("best", best, 10.0), ("close", close, 20.0))
+    ]
+    ordered = {row["model"]: row for row in sort_rows(rows)}
+    assert ordered["best"]["best"] and ordered["best"]["vs_best"] == "best"
+    assert ordered["close"]["within_noise"] and ordered["close"]["p_vs_best"] == pytest.approx(0.125)
+    assert ordered["far"]["within_noise"] is False and ordered["far"]["p_vs_best"] < 1e-8
+    assert ordered["close"]["rank"] == "2 (within noise of best)" and ordered["far"]["rank"] == "3"
+    line = best_line(sort_rows(rows))
+    assert line.startswith("best: best, top-1 0.9000 [0.500, 0.950]") and "within noise of it" in line
+    assert line.endswith(": close")
+    table = terminal_table(rows)
+    assert "* (within noise)" in table and "p=0.125, within noise" in table
+
+
+def test_seeds_give_mean_std_and_per_seed_values_in_every_file(tiny_hub, tmp_path):
+    config = knn_config(tmp_path, "deit-tiny,dino-vits16", protocol="linear", epochs=3, seeds=2)
+    rows = run_compare(config, progress=False, echo=lambda _: None)
+    out = tmp_path / "cmp"
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["seeds"] == 2 and data["splits"]["eval_images"] == 30
+    for row in data["models"]:
+        assert row["seeds"] == [0, 1] and len(row["accuracy_per_seed"]) == 2
+        assert row["accuracy"] == pytest.approx(sum(row["accuracy_per_seed"]) / 2)
+        assert len(row["correct"]) == len(row["predictions"]) == 30 and "p_vs_best" in row
+    with open(out / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert table[0]["accuracy_per_seed"].count(";") == 1 and "correct" not in table[0]
+    report = (out / "report.md").read_text()
+    assert "2 runs per model" in report and "McNemar" in report and "**best: " in report
+    assert "evaluation split (`train` held out" in report or "held out" in report
+    knn = run_compare(knn_config(tmp_path, "deit-tiny", seeds=3, output_dir=str(tmp_path / "knn")),
+                      progress=False, write=False)[0]
+    assert knn["seeds"] == [0, 1, 2] and knn["accuracy_std"] >= 0  # bootstrap resamples of the training set
+    assert rows[0]["status"] == "ok"
+
+
+# --------------------------------------------------------------------------- splits
+def _image_folder(root, counts):
+    """root/<split>/<class>/<i>.png: a dark and a bright class, `counts` = {split: images per class}."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in counts.items():
+        for label, base in (("dark", 40), ("bright", 200)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = torch.randint(0, 40, (8, 8, 3), generator=generator, dtype=torch.uint8)
+                Image.fromarray((noise + base).numpy()).save(folder / f"{i}.png")
+    return str(root)
+
+
+def test_with_a_test_split_the_choice_is_made_on_validation_and_the_test_split_is_scored_once(tmp_path):
+    data = _image_folder(tmp_path / "data", {"train": 20, "test": 6})
+    out = tmp_path / "split"
+    code = cli_main(["compare", "--models", "deit-tiny", "--dataset", data, "--scratch", "--epochs", "1",
+                     "--image-size", "16", "--config-overrides", TINY, "--batch-size", "8", "--num-workers", "0",
+                     "--no-progress", "--output-dir", str(out)])
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    row = report["models"][0]
+    assert report["settings"]["eval_split"] == "test" and report["defaults_applied"]["eval_split"] == "test"
+    assert report["settings"]["val_fraction"] == compare.config.VAL_FRACTION_WITH_TEST
+    assert report["splits"]["test_mode"] and report["splits"]["eval_images"] == 12
+    assert report["splits"]["train_images"] == 40 and len(row["correct"]) == 12
+    run = json.loads((out / "runs" / "deit-tiny" / "results.json").read_text())
+    assert row["val_accuracy"] == run["eval"]["accuracy"]  # the recipe's validation: 0.1 of train held out
+    markdown = (out / "report.md").read_text()
+    assert "the test split (`test`, 12 images)" in markdown and "val top-1" in markdown
+    assert "validation: 0.1 of `train` held out" in markdown
+
+    again = run_compare(CompareConfig(models="deit-tiny", dataset=data, protocol="knn", k=3, eval_split="train",
+                                      scratch=True, image_size=16, config_overrides=TINY,
+                                      output_dir=str(tmp_path / "knn")), progress=False, write=False)
+    assert again[0]["eval_images"] == 40  # --eval-split names the split scored

@@ -7,7 +7,8 @@ import shlex
 import sys
 
 from vitzoo.cli.inference import add_precision_argument
-from vitzoo.compare import DEFAULT_MODELS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
+from vitzoo.compare import DEFAULT_MODELS, LINEAR_EPOCHS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
+from vitzoo.compare.config import HELD_OUT_EVAL_FRACTION, LORA_LEARNING_RATE, PRETRAINED_DEFAULTS, VAL_FRACTION_WITH_TEST
 from vitzoo.compare.report import SORTABLE
 
 
@@ -41,10 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "head only; needs `pip install \"vitzoo[peft]\"`) (default: finetune with --scratch, else knn)",
     )
     parser.add_argument(
-        "--epochs", type=int, help="fine-tuning epochs (default 3) or linear-probe epochs (default 100)"
+        "--epochs",
+        type=int,
+        help=f"fine-tuning epochs (default {SCRATCH_DEFAULTS['epochs']} with --scratch, "
+        f"{PRETRAINED_DEFAULTS['epochs']} without) or linear-probe epochs (default {LINEAR_EPOCHS})",
     )
     parser.add_argument(
-        "--image-size", type=int, help="input size for every model (default 16 with --scratch, else each model's own)"
+        "--image-size", type=int, help=f"input size for every model (default {SCRATCH_DEFAULTS['image_size']} with --scratch, else each model's own)"
     )
     parser.add_argument(
         "--scratch",
@@ -54,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="batch size of feature extraction, fine-tuning and the throughput measurement (default 32 with --scratch, else 64)",
+        help="batch size of feature extraction, fine-tuning and the throughput measurement (default "
+        f"{SCRATCH_DEFAULTS['batch_size']} with --scratch, else {PRETRAINED_DEFAULTS['batch_size']})",
     )
     parser.add_argument("--device", help="where to run: cpu, cuda, cuda:1 (default: cuda where available, else cpu)")
     parser.add_argument(
@@ -75,14 +80,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--learning-rate",
         type=float,
-        help="fine-tuning peak learning rate (default 1e-3 with --scratch, else the recipe's; lora: 5e-3)",
+        help=f"fine-tuning peak learning rate (default {SCRATCH_DEFAULTS['learning_rate']:g} with --scratch, else the "
+        f"recipe's; lora: {LORA_LEARNING_RATE:g})",
     )
     parser.add_argument(
         "--num-workers", type=int, help="data-loading processes (default: the recipe's for finetune, 0 for features)"
     )
     parser.add_argument("--max-train-samples", type=int, help="use at most this many training images")
     parser.add_argument("--max-eval-samples", type=int, help="use at most this many evaluation images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random init, data order and probes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random init, data order and probes (default 0)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="runs per model, seeds SEED, SEED+1, ...: fine-tunes (finetune, lora) or linear-probe fits; k-NN "
+        "has no seed, so its further runs resample the training set (bootstrap). The report gives mean ± std; "
+        "with 1 (the default), a Wilson 95%% interval over the evaluation images",
+    )
+    parser.add_argument("--train-split", default="train", help="split to train on (default train)")
+    parser.add_argument(
+        "--eval-split",
+        help="split the report scores (default: 'test' where the data has one, else a validation split, else "
+        f"{HELD_OUT_EVAL_FRACTION:g} of the training split held out)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"share of the training split held out (default {VAL_FRACTION_WITH_TEST:g} when reporting on a test "
+        "split: fine-tunes keep their best epoch by it, then that model is scored once on the test split; "
+        f"{HELD_OUT_EVAL_FRACTION:g} when the data has neither a test nor a validation split: then it is the "
+        "evaluation split)",
+    )
     parser.add_argument(
         "--sort-by", default="accuracy", choices=SORTABLE, help="column the report is sorted by (default accuracy)"
     )
@@ -106,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         k=args.k,
         seed=args.seed,
+        seeds=args.seeds,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        val_fraction=args.val_fraction,
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
         num_workers=args.num_workers,

@@ -41,6 +41,10 @@ SCRATCH_DEFAULTS: dict[str, Any] = {
 }
 PRETRAINED_DEFAULTS: dict[str, Any] = {"protocol": "knn", "epochs": 3, "batch_size": 64}
 LINEAR_EPOCHS = 100  # vitzoo.probe.linear_probe's default
+# the share of the training split held out: for validation (the recipe's evaluation and the choice of its best
+# epoch) when the comparison reports on a test split; as the evaluation split itself when the data has neither
+VAL_FRACTION_WITH_TEST = 0.1
+HELD_OUT_EVAL_FRACTION = 0.2
 
 
 @dataclass
@@ -59,6 +63,10 @@ class CompareConfig:
     output_dir: str = "runs/compare"
     k: int = 20  # k-NN neighbours
     seed: int = 0
+    seeds: int = 1  # trainings (finetune, lora) or probe fits (linear; k-NN: bootstrap resamples) per model
+    train_split: str = "train"
+    eval_split: str | None = None  # default: "test" where the data has one, else a validation split, else held out
+    val_fraction: float | None = None  # default 0.1 (validation) with a test split, else 0.2 (held-out eval)
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     num_workers: int | None = None  # data-loading workers (default: the recipe's; 0 for feature extraction)
@@ -67,6 +75,8 @@ class CompareConfig:
     sort_by: str = "accuracy"
     command: str | None = None  # how this compare was started, for the report
     defaults_applied: dict[str, Any] = field(default_factory=dict)
+    # filled by the runner for the report: the splits' descriptions and sizes (not a setting)
+    splits_info: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> CompareConfig:
         """A copy with every None default filled in; `defaults_applied` says which were."""
@@ -92,10 +102,12 @@ class CompareConfig:
 
             if not peft_installed():
                 raise BadInputError(f"--protocol lora fine-tunes with PEFT, which is not installed: {INSTALL}")
-        for name in ("epochs", "batch_size", "k"):
+        for name in ("epochs", "batch_size", "k", "seeds"):
             value = getattr(out, name)
             if not isinstance(value, int) or value < 1:
                 raise BadInputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if out.val_fraction is not None and not 0.0 < out.val_fraction < 1.0:
+            raise BadInputError(f"--val-fraction must lie strictly between 0 and 1, got {out.val_fraction}")
         if out.image_size is not None and out.image_size < 1:
             raise BadInputError(f"image size must be positive, got {out.image_size}")
         if out.config_overrides and not out.scratch:
@@ -116,6 +128,10 @@ class CompareConfig:
             "config_overrides",
             "k",
             "seed",
+            "seeds",
+            "train_split",
+            "eval_split",
+            "val_fraction",
             "max_train_samples",
             "max_eval_samples",
             "learning_rate",
