@@ -380,3 +380,21 @@ def test_with_a_test_split_the_choice_is_made_on_validation_and_the_test_split_i
                                       scratch=True, image_size=16, config_overrides=TINY,
                                       output_dir=str(tmp_path / "knn")), progress=False, write=False)
     assert again[0]["eval_images"] == 40  # --eval-split names the split scored
+
+
+def test_help_states_the_defaults_the_config_applies(capsys):
+    from vitzoo.compare.config import HELD_OUT_EVAL_FRACTION, PRETRAINED_DEFAULTS, VAL_FRACTION_WITH_TEST
+
+    with pytest.raises(SystemExit):
+        cli_main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    scratch, pretrained = CompareConfig(scratch=True).resolved(), CompareConfig().resolved()
+    assert f"fine-tuning epochs (default {scratch.epochs} with --scratch, {pretrained.epochs} without)" in text
+    assert f"linear-probe epochs (default {CompareConfig(protocol='linear').resolved().epochs})" in text
+    assert f"(default {scratch.image_size} with --scratch" in text and scratch.epochs == compare.SCRATCH_DEFAULTS["epochs"]
+    assert f"(default {scratch.batch_size} with --scratch, else {pretrained.batch_size})" in text
+    assert pretrained.batch_size == PRETRAINED_DEFAULTS["batch_size"] and scratch.seeds == pretrained.seeds == 1
+    assert f"default {VAL_FRACTION_WITH_TEST:g} when reporting on a test split" in text
+    assert f"{HELD_OUT_EVAL_FRACTION:g} when the data has neither" in text
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "compare.md")).read()
+    assert f"| `--epochs` | {scratch.epochs} | {pretrained.epochs} (fine-tuning); {compare.LINEAR_EPOCHS} for" in docs
