@@ -153,6 +153,7 @@ PROBES = [
 ]
 # flags whose effect shows later than two updates, or elsewhere: the test that shows it
 SHOWN_BY = {
+    "time_budget": "test_budget.py::test_the_budget_sets_the_steps_and_the_schedule_ends_on_them",
     "output_dir": "test_finetune.py::test_run_folder_contract",
     "keep_checkpoints": "test_finetune.py::test_keeps_last_checkpoints_only",
     "resume": "test_finetune.py::test_resume_matches_uninterrupted_run",

@@ -110,6 +110,7 @@ class TrainingArguments:
     log_steps: int = arg(20, "log loss, learning rate and images/s every this many optimizer updates")
     eval_steps: int | None = arg(None, "evaluate every this many updates as well as at each epoch end")
     checkpoint_steps: int | None = arg(None, "save a resumable checkpoint every this many updates (always at each epoch end)")
+    time_budget: str | None = arg(None, "train as many steps as fit in this wall time, e.g. 20m, 90s, 1h30m: the speed is measured over the first steps and the learning-rate schedule planned for exactly the steps that fit (evaluations and saving included); with --epochs, whichever ends first")
     keep_checkpoints: int = arg(2, "how many of the newest checkpoints to keep")
     resume: str | None = arg(None, "'auto': continue from the newest intact checkpoint in --output-dir; or a checkpoint folder")
     overwrite: bool = arg(False, "clear the run files of another run in --output-dir before starting (without it, a folder that holds a run is refused)")

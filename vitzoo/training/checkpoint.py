@@ -82,6 +82,7 @@ class TrainState:
     last_eval_step: int | None = None  # the step of the newest evaluation (none twice at one step)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # the objective's plain values
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the checkpoint's weights are
+    budget: dict[str, Any] | None = None  # --time-budget's plan, kept by a resumed run
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from vitzoo.errors import BadInputError
 from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
+from vitzoo.training.budget import TimeBudget
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.curves import Curves
 from vitzoo.training.distributed import Gathered, local_parameter_count, shard, strategy_of
@@ -95,8 +96,13 @@ def fit(
     # a PeftModel's own names are prefixed: its inner model names the blocks as the layer-decay matchers expect
     optimizer = build_optimizer(model.get_base_model() if adapter else model, learning_rate=base_rate, weight_decay=args.weight_decay,
                                 layer_decay=args.layer_decay, depth=zoo.spec.architecture.depth, betas=betas)
-    scheduler = build_scheduler(optimizer, total_steps=plan.total_steps,
-                                warmup_steps=int(args.warmup_ratio * plan.total_steps), min_lr=args.min_learning_rate)
+    budget = TimeBudget.from_args(args, plan.total_steps, plan.steps_per_epoch)
+
+    def schedule(total_steps: int) -> Any:
+        return build_scheduler(optimizer, total_steps=total_steps, warmup_steps=int(args.warmup_ratio * total_steps),
+                               min_lr=args.min_learning_rate)
+
+    scheduler = schedule(plan.total_steps)
     if args.compile:
         model = torch.compile(model)
     loaders = [train_loader] if eval_loader is None else [train_loader, eval_loader]
@@ -137,6 +143,10 @@ def fit(
         if ema is not None:
             ema.module.load_state_dict(_strip(tensors, EMA_PREFIX))
         accelerator.print(f"resumed from {checkpoint}: epoch {state.epoch}, step {state.step}")
+        if budget is not None:
+            budget.restore(state.budget)
+            if budget.planned_steps:  # the original plan, and its schedule
+                plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
     run.save_args(args)
 
     def evaluate(at_start: bool = False) -> None:
@@ -170,6 +180,7 @@ def fit(
         if ema is not None:
             tensors.update({EMA_PREFIX + key: value for key, value in ema.module.state_dict().items()})
         state.model = about_model
+        state.budget = budget.state() if budget is not None else None
         path = save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, model=model, optimizer=optimizer,
                                tensors=tensors)
         for callback in callbacks:
@@ -182,6 +193,9 @@ def fit(
     if objective.evaluate_at_start and state.step == 0 and state.last_eval_step is None:
         evaluate(at_start=True)
     for epoch in range(state.epoch, args.epochs):
+        if state.step >= plan.total_steps:  # a resumed run whose time budget was spent
+            epoch = None
+            break
         model.train()
         train_loader.set_epoch(epoch)  # the sampler's order and each sample's augmentation: f(seed, epoch)
         train_loader.dataset.set_epoch(epoch)
@@ -209,6 +223,10 @@ def fit(
                 continue
             state.step += 1
             context.loss = loss.detach()
+            if budget is not None and budget.step_done(state.step, seconds_before + time.perf_counter() - loop_start, accelerator):
+                plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
+                progress.total = plan.total_steps
+                accelerator.print(budget.describe())
             scheduler.step_update(state.step)
             if ema is not None:
                 ema.update(Gathered(accelerator.unwrap_model(model)), step=state.step)
@@ -230,7 +248,28 @@ def fit(
                 evaluate()
             if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
                 checkpoint_now()
+            if state.step >= plan.total_steps:
+                break
+        if state.step >= plan.total_steps and state.batches_in_epoch < plan.batches_per_epoch:
+            break  # the time budget ends the run inside this epoch: evaluated and saved below
         state.epoch, state.batches_in_epoch = epoch + 1, 0
+        check_finite_weights(model, state.step, args.output_dir, accelerator)
+        epoch_end = time.perf_counter()
+        if state.last_eval_step != state.step:
+            evaluate()
+        checkpoint_now()
+        if budget is not None:
+            cost = time.perf_counter() - epoch_end
+            budget.outside_steps(cost)
+            if budget.epoch_end(state.step, seconds_before + time.perf_counter() - loop_start, cost):
+                plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
+                progress.total = plan.total_steps
+                accelerator.print(budget.describe())
+        if state.step >= plan.total_steps:
+            break
+    else:
+        epoch = None
+    if epoch is not None and state.batches_in_epoch:  # stopped by the time budget mid-epoch
         check_finite_weights(model, state.step, args.output_dir, accelerator)
         if state.last_eval_step != state.step:
             evaluate()
@@ -250,6 +289,8 @@ def fit(
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "wall_time_seconds": state.train_seconds,
         "num_processes": accelerator.num_processes,
+        "time_budget": ({**budget.state(), "ended_by": "budget" if state.step < budget.epoch_steps else "epochs",
+                         "training_seconds": state.train_seconds} if budget is not None else None),
         "trainable_parameters": trainable,
         "total_parameters": total,
         **({"peft": adapter.results()} if adapter else {}),
