@@ -1,4 +1,4 @@
-"""Every benchmark behind the README's speed tables, in one run on one machine.
+"""Every benchmark behind the speed tables of docs/speed.md, in one run on one machine.
 
     python benchmarks/run_all.py                      # CPU: deit-tiny and deit-small at 224
     python benchmarks/run_all.py --output-dir benchmarks/results

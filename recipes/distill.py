@@ -7,7 +7,7 @@
     # DINO: self-distillation of a ViT backbone on unlabelled images (labels only feed the k-NN monitor)
     python recipes/distill.py --method dino --model dino-vits16 --scratch --dataset digits --out-dim 256 \\
         --local-crops 4 --head-batch-norm --batch-size 32 --image-size 32 --output-dir runs/dino
-    # (the README's "DINO on small data" has the full command for digits and what each flag changed)
+    # (docs/distillation.md, "DINO on small data", has the full command for digits and what each flag changed)
 
 `vitzoo distill ...` runs this same code; `accelerate launch` runs it on N processes. The run folder
 is the fine-tuning recipe's, model/ being the best student (DeiT; both heads averaged) or the teacher

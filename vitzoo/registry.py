@@ -2,7 +2,7 @@
 
 A spec is the single source of truth for a checkpoint: where its weights live (a Hub id and,
 where one exists, the timm `arch.tag`), its architecture, how it was pretrained, how images
-must be preprocessed for it, and what was published about it. The CLI listing, the README
+must be preprocessed for it, and what was published about it. The CLI listing, the docs/zoo.md
 table and the parametrized tests are all generated from here. The family files register
 themselves when `vitzoo` is imported (its `__init__` imports `vitzoo.families`).
 """

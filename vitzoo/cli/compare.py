@@ -8,7 +8,12 @@ import sys
 
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.compare import DEFAULT_MODELS, LINEAR_EPOCHS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
-from vitzoo.compare.config import HELD_OUT_EVAL_FRACTION, LORA_LEARNING_RATE, PRETRAINED_DEFAULTS, VAL_FRACTION_WITH_TEST
+from vitzoo.compare.config import (
+    HELD_OUT_EVAL_FRACTION,
+    LORA_LEARNING_RATE,
+    PRETRAINED_DEFAULTS,
+    VAL_FRACTION_WITH_TEST,
+)
 from vitzoo.compare.report import SORTABLE
 
 

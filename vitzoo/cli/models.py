@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format",
         choices=("table", "json", "markdown"),
         default="table",
-        help="table: aligned text for the terminal; json: every spec field; markdown: the README table",
+        help="table: aligned text for the terminal; json: every spec field; markdown: the table of docs/zoo.md",
     )
     parser.set_defaults(func=run_list)
 

@@ -212,7 +212,7 @@ class DINOArguments(HubArguments, TrainingArguments, ModelArguments, DataArgumen
     center_momentum: float = arg(0.9, "momentum of the centre of the teacher outputs")
     weight_decay_end: float = arg(0.4, "weight decay at the end of its cosine schedule (from --weight-decay)")
     freeze_last_layer: int = arg(1, "epochs during which the head's last layer is not updated")
-    head_batch_norm: bool = arg(False, "batch norm after the head's hidden layers (DINO's --use_bn_in_head); helped tiny scratch ViTs on small data stay clear of collapse (README: DINO on small data); synced across GPUs, per process on CPU")
+    head_batch_norm: bool = arg(False, "batch norm after the head's hidden layers (DINO's --use_bn_in_head); helped tiny scratch ViTs on small data stay clear of collapse (docs/distillation.md: DINO on small data); synced across GPUs, per process on CPU")
     norm_last_layer: bool = arg(True, "keep the norm of the head's last layer fixed at 1 (off: learnt, better features but less stable)")
 
 

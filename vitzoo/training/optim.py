@@ -69,7 +69,7 @@ def build_optimizer(
     groups = parameter_groups(model, weight_decay=weight_decay, layer_decay=layer_decay, depth=depth)
     # every group starts at the base rate: the timm scheduler multiplies each group's lr_scale in
     # the fused kernel updates every parameter in one pass, on CPUs too (measured faster than foreach:
-    # see the README's Speed section); it needs float parameters on a device that has it
+    # see docs/speed.md); it needs float parameters on a device that has it
     fused = all(p.is_floating_point() and p.device.type in _FUSED_DEVICES for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
 
