@@ -192,9 +192,9 @@ def fit(
         callback.on_train_begin(context)
     if objective.evaluate_at_start and state.step == 0 and state.last_eval_step is None:
         evaluate(at_start=True)
+    stopped_mid_epoch = False  # by the time budget: evaluated and saved after the loop
     for epoch in range(state.epoch, args.epochs):
         if state.step >= plan.total_steps:  # a resumed run whose time budget was spent
-            epoch = None
             break
         model.train()
         train_loader.set_epoch(epoch)  # the sampler's order and each sample's augmentation: f(seed, epoch)
@@ -251,7 +251,8 @@ def fit(
             if state.step >= plan.total_steps:
                 break
         if state.step >= plan.total_steps and state.batches_in_epoch < plan.batches_per_epoch:
-            break  # the time budget ends the run inside this epoch: evaluated and saved below
+            stopped_mid_epoch = True
+            break
         state.epoch, state.batches_in_epoch = epoch + 1, 0
         check_finite_weights(model, state.step, args.output_dir, accelerator)
         epoch_end = time.perf_counter()
@@ -267,9 +268,7 @@ def fit(
                 accelerator.print(budget.describe())
         if state.step >= plan.total_steps:
             break
-    else:
-        epoch = None
-    if epoch is not None and state.batches_in_epoch:  # stopped by the time budget mid-epoch
+    if stopped_mid_epoch:
         check_finite_weights(model, state.step, args.output_dir, accelerator)
         if state.last_eval_step != state.step:
             evaluate()
