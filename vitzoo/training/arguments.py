@@ -367,7 +367,33 @@ def parse(recipe: str, argv: list[str] | None = None, description: str | None = 
             raise _refuse([f"--{name.replace('_', '-')}" for name in unused], recipe, method)
         parser.set_defaults(**data)
         known = parser.parse_args(argv)
-    return cls(**{f.name: getattr(known, f.name) for f in dataclasses.fields(cls)})
+    args = cls(**{f.name: getattr(known, f.name) for f in dataclasses.fields(cls)})
+    given = _given_on_command_line(parser, argv) | (set(read_config_file(known.config)) if known.config else set())
+    args.__dict__[GIVEN] = frozenset(given & {f.name for f in dataclasses.fields(cls)})
+    return args
+
+
+GIVEN = "_vitzoo_given"  # where `parse` notes the fields set by a flag or the config file
+
+
+def given(args: Any) -> frozenset[str]:
+    """The fields of `args` that a flag or `--config` set (the rest hold their defaults). Arguments built in
+    code rather than by `parse` count every field whose value differs from the class default as given."""
+    if GIVEN in vars(args):
+        return vars(args)[GIVEN]
+    return frozenset(f.name for f in dataclasses.fields(args)
+                     if f.default is not dataclasses.MISSING and getattr(args, f.name) != f.default)
+
+
+def _given_on_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options present in `argv` (`--flag V`, `--flag=V`, `--no-flag`)."""
+    present = {item.split("=", 1)[0] for item in argv if item.startswith("-")}
+    names = set()
+    for action in parser._actions:
+        if present & set(action.option_strings):
+            names.add(action.dest)
+            names.add(re.sub(r"^no_", "", action.dest))  # HfArgumentParser's --no-x for a bool that defaults to True
+    return names
 
 
 # value checks, by field name, for whichever of these fields a method has (None: not given)
