@@ -18,6 +18,11 @@ accept the same sources and fail the same way, *before* any model is built:
 Sources with a single pool of images (digits, a flat folder, a CSV/JSONL file, a Hub dataset
 without a validation split) get their eval split carved out of train: `val_fraction` of every
 class, chosen with `seed`, so the split is stratified and reproducible.
+
+Select on validation, report on test: with `keep_test` (the fine-tuning and DeiT recipes), a test
+split -- the source's "test", or an `eval_split` that is not a validation split -- is kept apart as
+`Splits.test`, and the eval split (what training evaluates on and keeps its best model by) is the
+source's validation split or `val_fraction` (default `VAL_FRACTION_WITH_TEST`) of train held out.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ from vitzoo.io import is_local_path
 
 BUILTIN_DATASETS = ("digits", "synthetic")
 EVAL_SPLIT_NAMES = ("validation", "valid", "val")  # used as eval split when present; "test" never is
+TEST_SPLIT_NAME = "test"  # kept apart for the final score when a recipe reports on a test split (`keep_test`)
+# the share of train held out as the eval split when the source has none: for evaluation itself, or, when a
+# test split is kept for the final score, for validation only (the choice of the kept model)
+VAL_FRACTION = 0.2
+VAL_FRACTION_WITH_TEST = 0.1
 IMAGE_COLUMN_NAMES = ("image", "img")
 LABEL_COLUMN_NAMES = ("label", "labels")
 PATH_COLUMN_NAMES = ("path", "image", "file", "filename", "filepath", "image_path")  # CSV / JSONL
@@ -49,9 +59,9 @@ TABLE_LABEL_COLUMN_NAMES = ("label", "labels", "class", "target")  # CSV / JSONL
 class Splits:
     """Train and eval datasets of one source, with the class names they share.
 
-    `train` and `eval` yield `(uint8 3xHxW tensor, int label)` or `None` for a bad image;
-    `skipped` sums the distinct bad images both have met so far, so read it after training
-    and evaluation to report it.
+    `train`, `eval` and `test` yield `(uint8 3xHxW tensor, int label)` or `None` for a bad image;
+    `skipped` sums the distinct bad images they have met so far, so read it after training
+    and evaluation to report it. `test` is None unless a test split is kept apart (`keep_test`).
     """
 
     train: LabeledImageDataset
@@ -61,6 +71,9 @@ class Splits:
     source: str
     # augmentation defaults the source asks for, e.g. no mirroring for digits (see DIGITS_AUGMENTATION)
     augmentation: dict[str, Any] = field(default_factory=dict)
+    eval_split: str = "eval"  # which split `eval` is, e.g. "validation" or "train (held-out 0.2)"
+    test: LabeledImageDataset | None = None
+    test_split: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -68,15 +81,18 @@ class Splits:
 
     @property
     def skipped(self) -> int:
-        return self.train.skipped + self.eval.skipped
+        return self.train.skipped + self.eval.skipped + (self.test.skipped if self.test is not None else 0)
 
     def summary(self) -> dict[str, Any]:
-        """What a run's results.json records about its data."""
+        """What a run's results.json records about its data (and its start-up line prints)."""
+        test = {"test_split": self.test_split, "test_samples": len(self.test)} if self.test is not None else {}
         return {
             "source": self.source,
             "num_classes": self.num_classes,
             "train_samples": len(self.train),
             "eval_samples": len(self.eval),
+            "eval_split": self.eval_split,
+            **test,
             "skipped": self.skipped,
         }
 
@@ -97,25 +113,31 @@ def load_splits(
     label_column: str | None = None,
     train_split: str = "train",
     eval_split: str | None = None,
-    val_fraction: float = 0.2,
+    val_fraction: float | None = None,
     seed: int = 0,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    keep_test: bool = False,
 ) -> Splits:
-    """Load `dataset` as train/eval splits, checking everything that can be checked up front.
+    """Load `dataset` as train/eval splits (and a test split with `keep_test`), checking everything that
+    can be checked up front.
 
     `dataset` is "digits", a local path (image folder, CSV/TSV/JSONL file, `save_to_disk`
     folder), a Hub id, or a `datasets.DatasetDict` / `datasets.Dataset`. `image_column` and
     `label_column` override column detection (Hugging Face datasets, CSV/JSONL files).
     `eval_split` defaults to a "validation"/"valid"/"val" split when the source has one;
-    otherwise `val_fraction` of train is held out (stratified, seeded by `seed`).
-    `max_train_samples` / `max_eval_samples` keep a seeded random subset (for quick runs).
+    otherwise `val_fraction` (default `VAL_FRACTION`) of train is held out (stratified, seeded by `seed`).
+    With `keep_test`, a test split -- `eval_split` when it names a split that is not a validation split,
+    else the source's labelled "test" split -- becomes `Splits.test` (`test_split_of`), and the eval split
+    is chosen as if `eval_split` were not given, `val_fraction` defaulting to `VAL_FRACTION_WITH_TEST`.
+    `max_train_samples` / `max_eval_samples` keep a seeded random subset (for quick runs; the eval
+    limit applies to the test split too).
 
     Raises `BadInputError` for a path that does not exist, an unknown split (listing those that
     exist), a missing image or label column (listing the columns), an empty split, or fewer
     than two classes. Images are decoded lazily; bad ones are skipped and counted then.
     """
-    if not 0.0 < val_fraction < 1.0:
+    if val_fraction is not None and not 0.0 < val_fraction < 1.0:
         raise BadInputError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     splits, names, source = _resolve(dataset, image_column, label_column, train_split)
 
@@ -123,10 +145,19 @@ def load_splits(
         raise BadInputError(f"unknown train split {train_split!r} in {source}; available splits: {', '.join(splits)}")
     if eval_split is not None and eval_split not in splits:
         raise BadInputError(f"unknown eval split {eval_split!r} in {source}; available splits: {', '.join(splits)}")
+    test_split = test_split_of(splits, train_split, eval_split) if keep_test else None
+    if test_split is not None and eval_split is None and not _labelled(splits[test_split], names):
+        warnings.warn(f"the {test_split!r} split of {source} is unlabelled: no test score; training evaluates on "
+                      "the validation split or a held-out share of train", stacklevel=2)
+        test_split = None
+    if test_split is not None:
+        eval_split = None  # validation apart from the test split
+    if val_fraction is None:
+        val_fraction = VAL_FRACTION_WITH_TEST if test_split is not None else VAL_FRACTION
     if eval_split is None:
         eval_split = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != train_split), None)
     if names is None:  # raw label values: name the classes of the splits in use only
-        used = [train_split] if eval_split is None else [train_split, eval_split]
+        used = [s for s in (train_split, eval_split, test_split) if s is not None]
         encoded, names = encode_labels(*(splits[s].labels for s in used))
         splits = {s: _RawSplit(splits[s].reader, ids) for s, ids in zip(used, encoded)}
 
@@ -140,13 +171,20 @@ def load_splits(
     else:
         evaluation, eval_name = splits[eval_split], eval_split
         _check_labels(evaluation, eval_split, names, source)
+    test = splits[test_split] if test_split is not None else None
+    if test is not None:
+        _check_labels(test, test_split, names, source)
 
     if max_train_samples is not None:
         train = train.subset(_sample(len(train.labels), max_train_samples, seed + 1))
     if max_eval_samples is not None:
         evaluation = evaluation.subset(_sample(len(evaluation.labels), max_eval_samples, seed + 2))
+        if test is not None:
+            test = test.subset(_sample(len(test.labels), max_eval_samples, seed + 2))
     _check_not_empty(train, train_split, source)
     _check_not_empty(evaluation, eval_name, source)
+    if test is not None:
+        _check_not_empty(test, test_split, source)
     present = np.unique(train.labels)
     if len(present) < 2:
         only = names[int(present[0])]
@@ -162,7 +200,26 @@ def load_splits(
         label2id={name: i for i, name in id2label.items()},
         source=source,
         augmentation=dict(DIGITS_AUGMENTATION) if source == "digits" else {},
+        eval_split=eval_name,
+        test=LabeledImageDataset(test.reader, test.labels, name="test") if test is not None else None,
+        test_split=test_split,
     )
+
+
+def test_split_of(available: Sequence[str], train_split: str, eval_split: str | None) -> str | None:
+    """The split a run reports on at the end, apart from the one it validates on: `eval_split` when it
+    names a split that is neither a validation split (`EVAL_SPLIT_NAMES`) nor the training split, else
+    "test" when the source has one (and does not train on it); None: no test split."""
+    if eval_split is not None:
+        return None if eval_split in EVAL_SPLIT_NAMES or eval_split == train_split else eval_split
+    return TEST_SPLIT_NAME if TEST_SPLIT_NAME in available and train_split != TEST_SPLIT_NAME else None
+
+
+def _labelled(split: _RawSplit, names: Sequence[str] | None) -> bool:
+    """Whether every example of `split` has a label (class ids in range, or raw values that are not empty)."""
+    if names is None:
+        return not any(v is None or v == "" for v in split.labels)
+    return bool(((split.labels >= 0) & (split.labels < len(names))).all())
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

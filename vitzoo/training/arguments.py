@@ -43,22 +43,23 @@ class DataArguments:
     image_column: str | None = arg(None, "image column of a Hub dataset (found automatically when omitted)")
     label_column: str | None = arg(None, "label column of a Hub dataset (found automatically when omitted)")
     train_split: str = arg("train", "split to train on")
-    eval_split: str | None = arg(None, "split to evaluate on (default: a validation split if there is one, else carved from train)")
-    val_fraction: float = arg(0.2, "share of train held out for evaluation when the dataset has no eval split")
+    eval_split: str | None = arg(None, "split to evaluate on during training, which also chooses the model kept (default: a validation split if there is one, else --val-fraction of train held out). finetune and distill --method deit select on validation and report on test: a 'test' split in the data, or a split named here that is not a validation split, is kept apart and scores the kept model once at the end")
+    val_fraction: float | None = arg(None, "share of train held out (stratified, seeded by --seed) for evaluation when the data has no validation split (default: 0.1 when a test split is kept apart for the final score, else 0.2)")
     max_train_samples: int | None = arg(None, "use at most this many training images (quick runs)")
     max_eval_samples: int | None = arg(None, "use at most this many evaluation images")
     in_memory: str = arg("auto", "decode the images once into memory and augment whole batches (no decoding per step): auto when the decoded images are one size and fit in a quarter of the free memory (4 GiB at most); on; off: decode per image in the loader", choices=["auto", "on", "off"])
     num_workers: int | None = arg(None, "data-loading processes per training process (default: with GPUs, most cores shared among them; on a CPU, 0 up to 2 cores, else min(4, CPUs/4))")
 
 
-def load_data(args: DataArguments) -> Splits:
-    """The train/eval splits that a recipe's data flags name (its `--seed` also seeds the held-out split)."""
+def load_data(args: DataArguments, keep_test: bool = False) -> Splits:
+    """The train/eval splits that a recipe's data flags name (its `--seed` also seeds the held-out split);
+    `keep_test`: a test split is kept apart for the kept model's final score (`vitzoo.data.load_splits`)."""
     from vitzoo.data import load_splits
 
     return load_splits(
         args.dataset, image_column=args.image_column, label_column=args.label_column, train_split=args.train_split,
         eval_split=args.eval_split, val_fraction=args.val_fraction, seed=args.seed,
-        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, keep_test=keep_test,
     )
 
 
