@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> d
 
 def train_deit(args: DeiTArguments, callbacks: Sequence[Callback] = ()) -> dict:
     accelerator, run = start_run(args, "distillation (DeiT)", MODES)
-    splits = load_data(args)
+    splits = load_data(args, keep_test=True)  # a test split is kept apart: select on validation, report on test
     augmentation = resolve_augmentation(args, splits)  # the source's defaults (digits: no flips), flags over them
     hflip, crop_scale = augmentation["hflip"], augmentation["crop_scale"]
     caching = args.cache_teacher_logits and args.distill_type != "none"
@@ -81,8 +81,10 @@ def train_deit(args: DeiTArguments, callbacks: Sequence[Callback] = ()) -> dict:
     eval_batch_size = args.eval_batch_size or 2 * args.batch_size
     train_loader = make_loader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
                                num_workers=args.num_workers, in_memory=args.in_memory, transform=transform)
-    eval_loader = make_loader(splits.eval, batch_size=eval_batch_size, shuffle=False, num_workers=args.num_workers,
-                              in_memory=args.in_memory, transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
+    evaluation = {"batch_size": eval_batch_size, "shuffle": False, "num_workers": args.num_workers,
+                  "in_memory": args.in_memory, "transform": eval_transform(zoo.spec.preprocessing, zoo.image_size)}
+    eval_loader = make_loader(splits.eval, **evaluation)
+    test_loader = make_loader(splits.test, **evaluation) if splits.test is not None else None
 
     # ---- objective: the class head learns the labels, the distillation head the teacher (live or cached)
     cache_from = make_loader(train_set, batch_size=eval_batch_size, shuffle=False, num_workers=args.num_workers,
@@ -93,8 +95,8 @@ def train_deit(args: DeiTArguments, callbacks: Sequence[Callback] = ()) -> dict:
     metadata = {"recipe": "distill", "method": "deit", "teacher": args.teacher, "distill_type": args.distill_type,
                 "distillation_token": token}
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
-                  train_loader=train_loader, eval_loader=eval_loader, splits=splits, metadata=metadata,
-                  callbacks=callbacks, description="distilling")
+                  train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, splits=splits,
+                  metadata=metadata, callbacks=callbacks, description="distilling")
 
 
 def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:

@@ -13,6 +13,8 @@
 The run folder (--output-dir) gets args.json, metrics.jsonl, results.json, checkpoints/ and
 model/ (the best model by eval accuracy: `vitzoo.load("runs/digits/model")`, or transformers
 `from_pretrained`). `--resume auto` continues an interrupted run from its newest checkpoint.
+Select on validation, report on test: with a test split (a `test/` folder, or `--eval-split test`), the
+eval split is the data's validation split or --val-fraction of train, and model/ is scored once on test.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
     """The recipe on parsed arguments; `callbacks` watch the loop (see `vitzoo.training.objective.Callback`)."""
     accelerator, run = start_run(args, "fine-tuning", MODES)
 
-    # ---- data: label names travel from the dataset into the model's config
-    splits = load_data(args)
+    # ---- data: label names travel from the dataset into the model's config; a test split is kept apart
+    splits = load_data(args, keep_test=True)
     augmentation = resolve_augmentation(args, splits)  # the source's defaults (digits: no flips), flags over them
     hflip, crop_scale = augmentation["hflip"], augmentation["crop_scale"]
 
@@ -71,17 +73,19 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
         transform=train_transform(zoo.spec.preprocessing, image_size=zoo.image_size, auto_augment=args.auto_augment,
                                   hflip=hflip, random_resized_crop=args.random_resized_crop, scale=(crop_scale, 1.0)),
     )
-    eval_loader = make_loader(splits.eval, batch_size=args.eval_batch_size or 2 * args.batch_size, shuffle=False,
-                              num_workers=args.num_workers, in_memory=args.in_memory,
-                              transform=eval_transform(zoo.spec.preprocessing, zoo.image_size))
+    evaluation = {"batch_size": args.eval_batch_size or 2 * args.batch_size, "shuffle": False,
+                  "num_workers": args.num_workers, "in_memory": args.in_memory,
+                  "transform": eval_transform(zoo.spec.preprocessing, zoo.image_size)}
+    eval_loader = make_loader(splits.eval, **evaluation)  # validation: evaluated during training, chooses model/
+    test_loader = make_loader(splits.test, **evaluation) if splits.test is not None else None  # scores it once
 
-    # ---- objective: cross-entropy on the (mixed) labels; the best eval accuracy keeps model/
+    # ---- objective: cross-entropy on the (mixed) labels; the best validation accuracy keeps model/
     objective = Classification(splits.num_classes, label_smoothing=args.label_smoothing, mixup=args.mixup,
                                cutmix=args.cutmix)
 
     # ---- the shared loop: resume, accumulation, evaluation, checkpoints, results.json, push
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
-                  train_loader=train_loader, eval_loader=eval_loader, splits=splits,
+                  train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, splits=splits,
                   metadata={"recipe": "finetune"}, callbacks=callbacks, description="training")
 
 

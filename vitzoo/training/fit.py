@@ -26,6 +26,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+import vitzoo
 from vitzoo.errors import BadInputError
 from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
 from vitzoo.training.budget import TimeBudget
@@ -67,6 +68,7 @@ def fit(
     objective: Objective,
     train_loader: torch.utils.data.DataLoader,
     eval_loader: torch.utils.data.DataLoader | None = None,
+    test_loader: torch.utils.data.DataLoader | None = None,
     splits: Any = None,
     metadata: dict[str, Any],
     learning_rate: float | None = None,
@@ -78,7 +80,8 @@ def fit(
 
     `metadata` names the recipe (and method, and what else describes the run) in results.json and
     model/vitzoo.json, and the tracker's project; `learning_rate` overrides `args.learning_rate`
-    (pretraining's --blr scaling).
+    (pretraining's --blr scaling). `test_loader` (the test split kept apart by `load_data(..., keep_test=True)`)
+    scores the kept model/ once after training, by the objective's own evaluation (results.json "test").
     """
     callbacks = [Curves(), *callbacks]  # curves.png in every run folder
     plan = plan_steps(args, train_loader, accelerator)
@@ -277,12 +280,14 @@ def fit(
 
     state.train_seconds = seconds_before + time.perf_counter() - loop_start
     objective.finish(ema.module if ema is not None else model, context)
+    test = score_kept_model(objective, test_loader, context, splits) if test_loader is not None else None
     results = {
         "model": zoo.spec.name,
         "backend": zoo.backend,
         "pretrained": not args.scratch,
         **metadata,
-        "eval": state.best,
+        "eval": state.best if test is None else {"split": splits.eval_split, **state.best},
+        **({"test": test} if test is not None else {}),
         "steps": state.step,
         "epochs": args.epochs,
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
@@ -313,8 +318,22 @@ def fit(
     if accelerator.is_main_process:
         skipped = (results["data"] or {}).get("skipped", 0)
         note = f"; {skipped} unreadable image file(s) skipped" if skipped else ""
+        if test is not None:
+            note = (f"; validated on {splits.eval_split}, which chose the model; test split {test['split']} "
+                    f"({test['samples']} images, scored once): {objective.describe(test)}{note}")
         print(f"done: {objective.summary(results, run.file(MODEL_DIR))}{note}", flush=True)
     return results
+
+
+def score_kept_model(objective: Objective, loader: torch.utils.data.DataLoader, context: Context,
+                     splits: Any) -> dict[str, Any]:
+    """The test split's metrics of the kept model/ (the best on the validation split), measured once, after
+    training, by the objective's own evaluation: every process loads model/ whole (as the EMA is kept whole,
+    whatever the strategy) and scores its shard of the test split, gathered as in any evaluation."""
+    accelerator = context.accelerator
+    kept = vitzoo.load(context.run.file(MODEL_DIR), device=accelerator.device)
+    metrics = objective.evaluate(kept.model, accelerator.prepare_data_loader(loader), context)
+    return {"split": splits.test_split, **metrics}
 
 
 def describe_model(zoo: ZooModel, adapter: Adapter | None = None) -> dict[str, Any]:
