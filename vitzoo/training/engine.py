@@ -99,9 +99,11 @@ def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunF
     everything, open the run folder."""
     from accelerate.utils import set_seed
 
+    from vitzoo.training import budget
     from vitzoo.training.arguments import check_arguments
 
     check_arguments(args)
+    budget.apply_to_epochs(args)
     if args.push_to_hub:
         from vitzoo.publish import check_push
 

@@ -265,7 +265,7 @@ def fit(
         if budget is not None:
             cost = time.perf_counter() - epoch_end
             budget.outside_steps(cost)
-            if budget.epoch_end(state.step, seconds_before + time.perf_counter() - loop_start, cost):
+            if budget.epoch_end(state.step, seconds_before + time.perf_counter() - loop_start, cost, accelerator):
                 plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
                 progress.total = plan.total_steps
                 accelerator.print(budget.describe())
