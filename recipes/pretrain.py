@@ -35,6 +35,7 @@ import vitzoo
 from vitzoo.data import eval_transform, make_loader, train_transform
 from vitzoo.objectives.masking import check_mask_ratio
 from vitzoo.objectives.mim import masked_image_objective, pretraining_overrides
+from vitzoo.training import smalldata
 from vitzoo.training.arguments import PretrainArguments, load_data, parse, resolve_augmentation
 from vitzoo.training.engine import start_run
 from vitzoo.training.fit import fit
@@ -60,6 +61,9 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
     # ---- data: only the images matter
     splits = load_data(args)
     hflip = resolve_augmentation(args, splits)["hflip"]
+    small = smalldata.apply(args, "pretrain", splits, method=args.method)  # --scratch on small data
+    if small and accelerator.is_main_process:
+        print(smalldata.describe(small, len(splits.train), smalldata.input_size(args)), flush=True)
 
     # ---- model: the method's pretraining class, its masking settings in the config
     zoo = vitzoo.load(args.model, task="pretraining", pretrained=not args.scratch, revision=args.revision,
@@ -83,7 +87,8 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
     total_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     learning_rate = args.learning_rate if args.learning_rate is not None else args.blr * total_batch / 256
     accelerator.print(f"learning rate {learning_rate:.3g} (total batch {total_batch})")
-    metadata = {"recipe": "pretrain", "method": args.method, "mask_ratio": args.mask_ratio, "learning_rate": learning_rate}
+    metadata = {"recipe": "pretrain", "method": args.method, "mask_ratio": args.mask_ratio, "learning_rate": learning_rate,
+                "small_data_defaults": smalldata.record(small)}
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
                   train_loader=train_loader, eval_loader=eval_loader, splits=splits, metadata=metadata,
                   learning_rate=learning_rate, betas=(0.9, 0.95), callbacks=callbacks, description="pretraining")

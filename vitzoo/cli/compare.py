@@ -9,6 +9,7 @@ import sys
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.compare import DEFAULT_MODELS, LINEAR_EPOCHS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
 from vitzoo.compare.config import (
+    BUDGET_RESERVE,
     HELD_OUT_EVAL_FRACTION,
     LORA_LEARNING_RATE,
     PRETRAINED_DEFAULTS,
@@ -109,6 +110,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{HELD_OUT_EVAL_FRACTION:g} of the training split held out)",
     )
     parser.add_argument(
+        "--time-budget",
+        help="finetune and lora: wall time for the whole comparison, e.g. 3m or 90s; "
+        f"{BUDGET_RESERVE * 100:.0f}%% is kept for evaluating and measuring the models, the rest split evenly among the "
+        "trainings (models x seeds), each planning its steps and schedule to fit its share (the recipes' "
+        "--time-budget); without --epochs, the budget alone ends each training",
+    )
+    parser.add_argument(
         "--val-fraction",
         type=float,
         help=f"share of the training split held out (default {VAL_FRACTION_WITH_TEST:g} when reporting on a test "
@@ -147,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         max_eval_samples=args.max_eval_samples,
         num_workers=args.num_workers,
         learning_rate=args.learning_rate,
+        time_budget=args.time_budget,
         precision=args.precision,
         sort_by=args.sort_by,
         command=_command(args),

@@ -41,6 +41,9 @@ SCRATCH_DEFAULTS: dict[str, Any] = {
 }
 PRETRAINED_DEFAULTS: dict[str, Any] = {"protocol": "knn", "epochs": 3, "batch_size": 64}
 LINEAR_EPOCHS = 100  # vitzoo.probe.linear_probe's default
+# --time-budget: the share of the whole budget kept for evaluating every model and measuring its cost; the
+# rest is split evenly among the trainings (models x seeds), each one a recipe run with its own --time-budget
+BUDGET_RESERVE = 0.15
 # the share of the training split held out: for validation (the recipe's evaluation and the choice of its best
 # epoch) when the comparison reports on a test split; as the evaluation split itself when the data has neither
 VAL_FRACTION_WITH_TEST = 0.1
@@ -70,6 +73,7 @@ class CompareConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     num_workers: int | None = None  # data-loading workers (default: the recipe's; 0 for feature extraction)
+    time_budget: str | None = None  # finetune and lora: the whole comparison's wall time (e.g. 3m), split among the trainings
     learning_rate: float | None = None  # finetune and lora only (default 1e-3 with scratch, else the recipe's; lora 5e-3)
     precision: str = "auto"  # inference: feature extraction and the speed measurement (vitzoo.precision)
     sort_by: str = "accuracy"
@@ -106,6 +110,15 @@ class CompareConfig:
             value = getattr(out, name)
             if not isinstance(value, int) or value < 1:
                 raise BadInputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if out.time_budget is not None:
+            from vitzoo.training.budget import UNLIMITED_EPOCHS, parse_duration
+
+            parse_duration(out.time_budget)  # a bad duration is refused before any model runs
+            if out.protocol not in FINETUNING:
+                raise BadInputError(f"--time-budget splits the comparison's time among its trainings; --protocol "
+                                    f"{out.protocol} trains nothing (use it with --protocol finetune or lora)")
+            if "epochs" in out.defaults_applied:  # the budget alone ends each training, unless --epochs was given
+                out.epochs = out.defaults_applied["epochs"] = UNLIMITED_EPOCHS
         if out.val_fraction is not None and not 0.0 < out.val_fraction < 1.0:
             raise BadInputError(f"--val-fraction must lie strictly between 0 and 1, got {out.val_fraction}")
         if out.image_size is not None and out.image_size < 1:
@@ -114,6 +127,15 @@ class CompareConfig:
             raise BadInputError("--config-overrides change the architecture, so they need --scratch (random weights)")
         resolve_precision(out.precision, out.device)
         return out
+
+    def training_budget(self, models: int) -> str | None:
+        """Each training's share of --time-budget (its recipe's --time-budget), in seconds: what is left after
+        `BUDGET_RESERVE`, split evenly among `models` x seeds trainings."""
+        if self.time_budget is None:
+            return None
+        from vitzoo.training.budget import parse_duration
+
+        return f"{parse_duration(self.time_budget) * (1 - BUDGET_RESERVE) / (models * self.seeds):.1f}"
 
     def settings(self) -> dict[str, Any]:
         """What a model's result depends on: a saved result is reused only under equal settings."""
@@ -135,6 +157,7 @@ class CompareConfig:
             "max_train_samples",
             "max_eval_samples",
             "learning_rate",
+            "time_budget",
             "precision",
         )
         return {key: getattr(self, key) for key in keep}

@@ -313,6 +313,7 @@ def _finetune_one(name: str, config: CompareConfig, seed: int, steps: Any) -> tu
         )
         if config.learning_rate is not None:
             arguments.learning_rate = config.learning_rate
+        arguments.time_budget = config.training_budget(len(resolve_models(config.models)))
         with (
             open(os.path.join(run_dir, "compare.log"), "a") as log,
             contextlib.redirect_stdout(log),

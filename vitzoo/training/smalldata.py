@@ -1,0 +1,127 @@
+"""Defaults scaled to the data for runs from random weights (`--scratch`) on small datasets.
+
+The recipes' defaults are ImageNet's: they assume pretrained weights, or a million images. From
+random weights on a few thousand images they under-train (fine-tuning) or collapse (DINO). With
+`--scratch` and at most `SMALL_DATA_IMAGES` training images, each recipe takes the defaults of its
+row below instead; a flag (or `--config` key) the user gave is never changed, and neither is what the
+data source itself knows (the digits' no-flip and crop scale). The start-up prints what was chosen
+and why, `results.json` records it under `small_data_defaults`, and docs/small-data.md has the table
+with the runs (3 seeds each) behind every value.
+
+This module is the one place the rule lives: `RULES` maps a recipe (and method) to a function of the
+number of training images and the image size that returns the defaults with their reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vitzoo.training.arguments import given
+
+SMALL_DATA_IMAGES = 50_000  # at most this many training images (and --scratch): the rows below apply
+
+
+@dataclass(frozen=True)
+class Default:
+    """One default the rule chose: the argument, its value, and why (printed at start-up)."""
+
+    field: str
+    value: Any
+    why: str
+    unless: tuple[str, ...] = ()  # not chosen when any of these fields was given (--tokenizer brings its own codes)
+
+
+def _finetune(images: int, size: int) -> list[Default]:
+    return [
+        Default("learning_rate", 1e-3, "random weights take larger steps than pretrained ones"),
+        Default("warmup_ratio", 0.1, "a longer warm-up keeps the first steps of a random ViT stable"),
+    ]
+
+
+def _dino(images: int, size: int) -> list[Default]:
+    return [
+        Default("head_batch_norm", True, "keeps the outputs of different images apart (no uniform collapse)"),
+        Default("out_dim", 256, "few prototypes for few images"),
+        Default("head_hidden_dim", 512, "a head in proportion to the prototypes"),
+        Default("head_bottleneck_dim", 128, "a head in proportion to the prototypes"),
+        Default("local_crops", 4, "small images have little to crop locally"),
+        Default("batch_size", 32, "more steps per epoch on few images"),
+        Default("learning_rate", 2.5e-4, "the backbone learns before the teacher flattens"),
+        Default("momentum_teacher", 0.99, "the teacher follows a fast-changing student"),
+        Default("weight_decay", 0.04, "DINO's starting weight decay"),
+        Default("warmup_ratio", 0.1, "a longer warm-up for a random backbone"),
+        Default("max_grad_norm", 3.0, "DINO's clipping"),
+    ]
+
+
+def _masked_image_modelling(images: int, size: int) -> list[Default]:
+    return [
+        Default("blr", 3e-3, "blr 1.5e-4 assumes batches of thousands and hundreds of epochs"),
+        Default("batch_size", 32, "more steps per epoch on few images"),
+    ]
+
+
+def _beit(images: int, size: int) -> list[Default]:
+    rule = _masked_image_modelling(images, size)
+    if size <= 64:
+        rule.append(Default("tokenizer_vocab_size", 32, "few codes for small, low-detail images", unless=("tokenizer",)))
+    return rule
+
+
+# recipe -> method -> rule
+RULES: dict[str, dict[str | None, Callable[[int, int], list[Default]]]] = {
+    "finetune": {None: _finetune},
+    "distill": {"dino": _dino},
+    "pretrain": {"mae": _masked_image_modelling, "simmim": _masked_image_modelling, "beit": _beit},
+}
+
+
+def choose(args: Any, recipe: str, method: str | None, images: int, size: int, source: dict[str, Any] | None = None) -> list[Default]:
+    """The defaults of the rule for `recipe`/`method` that apply to `args`: none without `--scratch` or
+    above `SMALL_DATA_IMAGES`; never a field the user set (`arguments.given`) or the data source sets."""
+    rule = RULES.get(recipe, {}).get(method)
+    if rule is None or not getattr(args, "scratch", False) or images > SMALL_DATA_IMAGES:
+        return []
+    kept = given(args) | set(source or {})
+    return [default for default in rule(images, size)
+            if hasattr(args, default.field) and default.field not in kept and not kept & set(default.unless)]
+
+
+def input_size(args: Any) -> int:
+    """The image size a run will train at: --image-size, else the registered model's (224 for others)."""
+    from vitzoo import registry
+
+    if getattr(args, "image_size", None):
+        return args.image_size
+    spec = registry.get_spec(args.model) if registry.is_registered(args.model) else None
+    return spec.architecture.image_size if spec is not None and spec.architecture is not None else 224
+
+
+def apply(args: Any, recipe: str, splits: Any, method: str | None = None) -> list[Default]:
+    """Set the chosen defaults on `args` (see `choose`) and return them."""
+    chosen = choose(args, recipe, method, len(splits.train), input_size(args), getattr(splits, "augmentation", None))
+    for default in chosen:
+        setattr(args, default.field, default.value)
+    return chosen
+
+
+def describe(chosen: list[Default], images: int, size: int) -> str:
+    """The start-up line: "small-data defaults: 1,438 images at 32 px: --learning-rate 0.001 (why), ..."."""
+    if not chosen:
+        return ""
+    parts = [f"{_flag(default)}: {default.why}" for default in chosen]
+    return (f"small-data defaults (--scratch, {images:,} images at {size} px; any flag overrides): " + "; ".join(parts))
+
+
+def record(chosen: list[Default]) -> dict[str, Any]:
+    """What results.json keeps: {field: value}."""
+    return {default.field: default.value for default in chosen}
+
+
+def _flag(default: Default) -> str:
+    flag = "--" + default.field.replace("_", "-")
+    if default.value is True:
+        return flag
+    return f"{flag} {default.value:g}" if isinstance(default.value, float) else f"{flag} {default.value}"
