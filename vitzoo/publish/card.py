@@ -15,7 +15,6 @@ from vitzoo import registry
 from vitzoo.publish.card_parts import (
     describe_dataset,
     eval_results,
-    eval_rows,
     hardware,
     hyperparameters,
     labels_text,
@@ -23,7 +22,8 @@ from vitzoo.publish.card_parts import (
     num_params,
     objective_table,
     preprocessing_text,
-    table,
+    results_table,
+    split_texts,
 )
 from vitzoo.publish.source import (
     KIND_CLASSIFIER,
@@ -58,19 +58,9 @@ def card_context(source: ModelSource, repo_id: str, kind: str) -> dict[str, Any]
     arch = spec.architecture if spec is not None else None
     architectures = source.config.get("architectures") or []
     model_class = architectures[0] if architectures else "AutoModel"
-    measured = eval_rows(source)
     evaluation = (source.results or {}).get("eval") or {}
     teacher = training.get("teacher") or args.get("teacher")
     method = training.get("method") or args.get("method")
-    results_table = None
-    if measured:
-        results_table = table(
-            [
-                (name, f"{value:.4f}" + (f" ({100 * value:.1f}%)" if 0 <= value <= 1 else ""))
-                for _, _, name, value in measured
-            ],
-            ("metric", "value"),
-        )
     published = ""
     if base is not None and pretrained and base.published:
         published = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in base.published.items())
@@ -105,9 +95,9 @@ def card_context(source: ModelSource, repo_id: str, kind: str) -> dict[str, Any]
         "preprocessing": preprocessing_text(spec),
         "hyperparameters": hyperparameters(source, dataset),
         "hardware": hardware(source),
-        "results_table": results_table,
+        "results_table": results_table(source),
         "eval_samples": evaluation.get("samples"),
-        "eval_split": args.get("eval_split") or "held-out validation",
+        **split_texts(source),  # eval_split, test_split, test_samples
         "train_samples": ((source.results or {}).get("data") or {}).get("train_samples"),
         "best_epoch": evaluation.get("epoch"),
         "epochs": (source.results or {}).get("epochs") or args.get("epochs"),

@@ -94,9 +94,9 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in rows]
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -155,9 +155,11 @@ def hardware(source: ModelSource) -> str | None:
     return table(rows, ("", "")) if rows else None
 
 
-def eval_rows(source: ModelSource) -> list[tuple[str, str, str, float]]:
-    """(results key, metric_type, name, value) for every metric results.json actually holds."""
-    evaluation = (source.results or {}).get("eval") or {}
+def eval_rows(source: ModelSource, block: str = "eval") -> list[tuple[str, str, str, float]]:
+    """(results key, metric_type, name, value) for every metric results.json actually holds in `block`:
+    "eval" (the split evaluated during training, which chose the model kept) or "test" (the test split kept
+    apart, on which the kept model was scored once)."""
+    evaluation = (source.results or {}).get(block) or {}
     rows = []
     for key, metric_type, name in METRICS:
         value = evaluation.get(key)
@@ -166,10 +168,21 @@ def eval_rows(source: ModelSource) -> list[tuple[str, str, str, float]]:
     return rows
 
 
+def split_names(source: ModelSource) -> tuple[str | None, str | None]:
+    """(the split "eval" was measured on, the test split), as results.json labels them; runs that kept no
+    test split name their eval split by --eval-split only (None: a validation split, or one held out)."""
+    results = source.results or {}
+    evaluation, test = results.get("eval") or {}, results.get("test") or {}
+    named = evaluation.get("split") or (source.args or {}).get("eval_split")
+    return (str(named) if named else None), (str(test["split"]) if test.get("split") else None)
+
+
 def eval_results(source: ModelSource, dataset: dict[str, Any], model_name: str) -> list[Any]:
+    """model-index entries: the eval split's metrics and, where the run kept one, the test split's, each
+    labelled with its split."""
     from huggingface_hub import EvalResult
 
-    split = (source.args or {}).get("eval_split") or "validation"
+    eval_split, test_split = split_names(source)
     return [
         EvalResult(
             task_type="image-classification",
@@ -182,8 +195,42 @@ def eval_results(source: ModelSource, dataset: dict[str, Any], model_name: str) 
             metric_value=value,
             metric_args={"average": "macro"} if key == "macro_f1" else None,
         )
-        for key, metric_type, name, value in eval_rows(source)
+        for block, split in zip(("eval", "test"), (eval_split or "validation", test_split))
+        if split is not None
+        for key, metric_type, name, value in eval_rows(source, block)
     ]
+
+
+def _score(value: float) -> str:
+    return f"{value:.4f}" + (f" ({100 * value:.1f}%)" if 0 <= value <= 1 else "")
+
+
+def results_table(source: ModelSource) -> str | None:
+    """The measured metrics: one column, or, where the run kept a test split, the validation split's (which
+    chose the model kept) and the test split's side by side, each named by its split."""
+    measured = eval_rows(source)
+    tested = {key: value for key, _, _, value in eval_rows(source, "test")}
+    if not measured:
+        return None
+    if not tested:
+        return table([(name, _score(value)) for _, _, name, value in measured], ("metric", "value"))
+    eval_split, test_split = split_names(source)
+    return table(
+        [(name, _score(value), _score(tested[key]) if key in tested else "") for key, _, name, value in measured],
+        ("metric", f"validation: {_code(eval_split) if eval_split else 'held out'}", f"test: {_code(test_split)}"),
+    )
+
+
+def split_texts(source: ModelSource) -> dict[str, Any]:
+    """The card's words for the splits measured: `eval_split`, and `test_split` with `test_samples` (None
+    where the run kept no test split)."""
+    eval_split, test_split = split_names(source)
+    test = (source.results or {}).get("test") or {}
+    return {
+        "eval_split": _code(eval_split) if eval_split else "held-out validation",
+        "test_split": _code(test_split) if test_split and eval_rows(source, "test") else None,
+        "test_samples": test.get("samples"),
+    }
 
 
 def objective_table(evaluation: Mapping[str, Any]) -> str | None:

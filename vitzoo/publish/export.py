@@ -147,6 +147,7 @@ def _export_metadata(source: ModelSource, repo_id: str) -> dict[str, Any]:
             key: source.results[key]
             for key in (
                 "eval",
+                "test",
                 "steps",
                 "epochs",
                 "train_images_per_second",
