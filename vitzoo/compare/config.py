@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from vitzoo import registry
+from vitzoo.data import sources
 from vitzoo.errors import BadInputError
 from vitzoo.precision import resolve_precision
 
@@ -45,9 +46,10 @@ LINEAR_EPOCHS = 100  # vitzoo.probe.linear_probe's default
 # rest is split evenly among the trainings (models x seeds), each one a recipe run with its own --time-budget
 BUDGET_RESERVE = 0.15
 # the share of the training split held out: for validation (the recipe's evaluation and the choice of its best
-# epoch) when the comparison reports on a test split; as the evaluation split itself when the data has neither
-VAL_FRACTION_WITH_TEST = 0.1
-HELD_OUT_EVAL_FRACTION = 0.2
+# epoch) when the comparison reports on a test split; as the evaluation split itself when the data has neither.
+# The recipes' own defaults (vitzoo.data.sources), so that a compare fine-tune holds out what the recipe would.
+VAL_FRACTION_WITH_TEST = sources.VAL_FRACTION_WITH_TEST
+HELD_OUT_EVAL_FRACTION = sources.VAL_FRACTION
 
 
 @dataclass
