@@ -154,6 +154,7 @@ PROBES = [
 # flags whose effect shows later than two updates, or elsewhere: the test that shows it
 SHOWN_BY = {
     "time_budget": "test_budget.py::test_the_budget_sets_the_steps_and_the_schedule_ends_on_them",
+    "stop_on_collapse": "test_watch.py::test_stop_on_collapse_ends_a_collapsing_dino_run_and_keeps_the_best_teacher",
     "output_dir": "test_finetune.py::test_run_folder_contract",
     "keep_checkpoints": "test_finetune.py::test_keeps_last_checkpoints_only",
     "resume": "test_finetune.py::test_resume_matches_uninterrupted_run",

@@ -1,9 +1,11 @@
 """Supervised classification: cross-entropy with label smoothing, or soft-target cross-entropy on
 timm's mixup/cutmix (both timm's losses); evaluated by top-1, top-5 and macro F1 on the eval split,
-and the best top-1 keeps model/."""
+and the best top-1 keeps model/. Its sign of a stall: the training loss still at ln(classes), the loss of
+uniform predictions, after the first epoch."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -13,7 +15,9 @@ from vitzoo.data import mixup_fn
 from vitzoo.errors import BadInputError
 from vitzoo.registry import head_names
 from vitzoo.training.engine import evaluate_classifier, forward_logits
-from vitzoo.training.objective import Context, Objective
+from vitzoo.training.objective import Context, History, Objective, Sign
+
+CHANCE_SHARE = 0.98  # a mean training loss at or above this share of ln(classes) is still at chance
 
 
 class Classification(Objective):
@@ -21,6 +25,7 @@ class Classification(Objective):
     select = "accuracy"
 
     def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0) -> None:
+        self.num_classes = num_classes
         self.mixup = mixup_fn(mixup, cutmix, label_smoothing, num_classes)
         self.criterion = SoftTargetCrossEntropy() if self.mixup else LabelSmoothingCrossEntropy(label_smoothing)
 
@@ -35,6 +40,13 @@ class Classification(Objective):
     def evaluate(self, model: torch.nn.Module, loader: Any, context: Context) -> dict[str, float]:
         return evaluate_classifier(model, loader, context.accelerator, context.pixels)
 
+    def health(self, context: Context, history: History) -> list[Sign]:
+        """From the end of the first epoch and of the warm-up on (before them a loss near chance is no news)."""
+        if context.state.step < max(context.plan.steps_per_epoch, context.plan.warmup_steps):
+            return []
+        sign = chance_loss_sign(history.recent("loss"), self.num_classes)
+        return [sign] if sign else []
+
     def summary(self, results: dict[str, Any], model_dir: str) -> str:
         best = results["eval"]
         return (f"eval accuracy {best['accuracy']:.4f} (top-5 {best['top5']:.4f}, macro F1 {best['macro_f1']:.4f}), "
@@ -42,6 +54,21 @@ class Classification(Objective):
 
     def speed(self, results: dict[str, Any]) -> str:
         return f"{results['train_images_per_second']:.1f} train images/s"
+
+
+def chance_loss_sign(losses: list[float], num_classes: int) -> Sign | None:
+    """A stall when the mean of the newest logged training losses is within 2% of ln(classes) or above it:
+    the cross-entropy of uniform predictions is exactly ln(classes) for any target, hard, smoothed or mixed."""
+    if not losses:
+        return None
+    loss, chance = sum(losses) / len(losses), math.log(num_classes)
+    if loss < CHANCE_SHARE * chance:
+        return None
+    return Sign("loss_at_chance", "stall",
+                f"training stalled: loss {loss:.3f} over the last {len(losses)} logs is {loss / chance:.1%} of "
+                f"ln({num_classes}) = {chance:.3f} (uniform predictions)",
+                "try another --learning-rate (too high never settles, too low never moves; --warmup-ratio eases the "
+                "start) and check that the labels match the images (--label-column)")
 
 
 def freeze_all_but_head(model: torch.nn.Module) -> None:

@@ -8,7 +8,8 @@ self-distillation without labels. The pieces `recipes/distill.py --method dino` 
 - `DINOLoss`: cross-entropy between the sharpened, centred teacher output on the global crops and
   the student output on every other crop; the centre is an EMA (0.9) of the teacher's outputs
   (all-reduced across processes), the teacher temperature warms up linearly; it also records the
-  teacher's entropy so that a run can tell collapse (to uniform, or onto one prototype) early;
+  teacher's entropy so that a run can tell collapse (to uniform, or onto one prototype) early
+  (`collapse_signs`, read by the training loop's watch with the teacher's k-NN);
 - `cosine_schedule`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4);
 - `ema_update`: teacher <- m * teacher + (1 - m) * student; `cancel_last_layer_gradients` freezes the
   head's last layer in the first epoch(s).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -30,11 +30,15 @@ from torchvision.transforms import v2
 
 from vitzoo.errors import BadInputError
 from vitzoo.training.distributed import gathered_parameters
-from vitzoo.training.objective import Context, Objective
+from vitzoo.training.objective import Context, History, Objective, Sign
 
 INTERPOLATION = v2.InterpolationMode.BICUBIC
 CURVES = "dino_curves.png"  # loss, teacher entropy and k-NN per evaluation, in the run folder
 KNN_K = 20
+# collapse (DINO paper, section 5.3): the teacher's entropy at this share of ln(out_dim) or above (every image's
+# output uniform), or the entropy of its batch-mean output below this share (every image on one prototype)
+UNIFORM_SHARE, ONE_PROTOTYPE_SHARE = 0.98, 0.1
+FIXES = "--head-batch-norm, --learning-rate 2.5e-4, --momentum-teacher 0.99"  # the documented good run's
 
 
 def local_crop_size(image_size: int, patch_size: int) -> int:
@@ -204,12 +208,7 @@ class DINOLoss(nn.Module):
 
     def collapse(self) -> str | None:
         """'uniform' or 'one prototype' when the last batch's teacher looks collapsed, else None."""
-        top = math.log(self.center.shape[-1])
-        if float(self.teacher_entropy) > 0.97 * top:
-            return "uniform"
-        if float(self.mean_teacher_entropy) < 0.1 * top:
-            return "one prototype"
-        return None
+        return collapse_kind(float(self.teacher_entropy), float(self.mean_teacher_entropy), self.center.shape[-1])
 
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
@@ -220,6 +219,42 @@ class DINOLoss(nn.Module):
             dist.all_reduce(count)
         batch_center = batch_center / count
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+
+
+def collapse_kind(entropy: float, mean_entropy: float, out_dim: int) -> str | None:
+    """'uniform', 'one prototype' or None, from the teacher's entropy per image and that of its batch-mean output."""
+    top = math.log(out_dim)
+    if entropy >= UNIFORM_SHARE * top:
+        return "uniform"
+    if mean_entropy < ONE_PROTOTYPE_SHARE * top:
+        return "one prototype"
+    return None
+
+
+def collapse_signs(history: History, out_dim: int) -> list[Sign]:
+    """DINO's signs of collapse: the teacher's entropies averaged over the newest logs (`collapse_kind`),
+    and its k-NN accuracy below the epoch-0 figure at the two newest evaluations."""
+    signs, top = [], math.log(out_dim)
+    where = "(docs/distillation.md: DINO on small data)"
+    advice = f"try {FIXES} {where}"
+    entropies, means = history.recent("teacher_entropy"), history.recent("mean_teacher_entropy")
+    if entropies and means:
+        entropy, mean = sum(entropies) / len(entropies), sum(means) / len(means)
+        kind = collapse_kind(entropy, mean, out_dim)
+        if kind == "uniform":  # sharper teacher outputs (a lower temperature) counter it too
+            signs.append(Sign("dino_uniform", "collapse", f"DINO collapse: teacher entropy {entropy:.2f} is "
+                              f"{entropy / top:.1%} of ln({out_dim}) = {top:.2f} (uniform outputs)",
+                              f"try {FIXES}, --teacher-temp 0.025 {where}"))
+        elif kind == "one prototype":
+            signs.append(Sign("dino_one_prototype", "collapse", f"DINO collapse: the teacher's batch-mean output has "
+                              f"entropy {mean:.2f}, {mean / top:.1%} of ln({out_dim}) = {top:.2f} (every image on one "
+                              "prototype)", advice))
+    start = [event["knn_accuracy"] for event in history.evaluations if event["step"] == 0]
+    last = [event["knn_accuracy"] for event in history.evaluations if event["step"] > 0][-2:]
+    if start and len(last) == 2 and max(last) < start[0]:
+        signs.append(Sign("dino_knn_below_start", "collapse", f"DINO collapse: teacher k-NN accuracy {last[0]:.1%} then "
+                          f"{last[1]:.1%} at the last two evaluations, below {start[0]:.1%} before training", advice))
+    return signs
 
 
 def cosine_schedule(start: float, end: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, warmup_start: float = 0.0) -> np.ndarray:
@@ -292,6 +327,7 @@ class DINO(Objective):
     model/ is the teacher's backbone."""
 
     name = "dino"
+    watched_select = "knn_accuracy"  # --stop-on-collapse: model/ is the best teacher, not the collapsed newest
     evaluate_at_start = True
 
     def __init__(
@@ -376,12 +412,11 @@ class DINO(Objective):
         entropy = float(self.criterion.teacher_entropy)
         self.evaluation_line = (f"loss {context.last_loss:.4f}, teacher entropy {entropy:.3f} (uniform "
                         f"{math.log(self.out_dim):.3f}), {self.evaluation_line}")
-        collapse = self.criterion.collapse()
-        if collapse and context.accelerator.is_main_process:
-            warnings.warn(f"DINO's teacher outputs look collapsed ({collapse}) at step {context.state.step}. On small data "
-                          "and tiny scratch ViTs, try --head-batch-norm, a lower --momentum-teacher (0.99), a smaller "
-                          "--out-dim, and --teacher-temp between 0.02 and 0.04", stacklevel=2)
         return {"knn_accuracy": knn}
+
+    def health(self, context: Context, history: History) -> list[Sign]:
+        """From the end of the first epoch on: a scratch teacher may start on one prototype and leave it."""
+        return collapse_signs(history, self.out_dim) if context.state.step >= context.plan.steps_per_epoch else []
 
     def describe(self, metrics: dict[str, Any]) -> str:
         return self.evaluation_line

@@ -5,7 +5,8 @@
     objective.figure_rows(model, pixels) -> rows for reconstructions.png
 
 Evaluation is the mean loss (and extras) over the eval split; model/ is the newest pretraining
-model (encoder + head/decoder), saved at every evaluation.
+model (encoder + head/decoder), saved at every evaluation. The sign of a stall: after a quarter of
+the run, the training loss not below its first epoch's (`stalled_loss_sign`).
 
 - `MAEObjective`: transformers' `ViTMAEForPreTraining` masks `mask_ratio` of the patches itself
   (per-sample random shuffle), its encoder sees only the visible ones, and its loss is the mean
@@ -32,13 +33,14 @@ from vitzoo.objectives.masking import (
     random_patch_mask,
 )
 from vitzoo.objectives.tokenizer import KMeansTokenizer, VisualTokenizer, check_vocab, patchify
-from vitzoo.training.objective import Context, Objective
+from vitzoo.training.objective import Context, History, Objective, Sign
 
 FIGURE = "reconstructions.png"
 TOKENIZER_DIR = "tokenizer"
 MODEL_TYPES = {"mae": ("vit_mae",), "beit": ("beit",), "simmim": ("vit", "deit")}
 
 Rows = list[list[tuple[str, torch.Tensor]]]
+FALL_SHARE = 0.98  # after a quarter of the run the training loss should be below this share of its first epoch's
 
 
 def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 3) -> torch.Tensor:
@@ -62,7 +64,9 @@ def _grey_out(pixels: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
 
 class MaskedImageModeling(Objective):
     """What MAE, BEiT and SimMIM share in the loop: the loss from `compute`, evaluation as the mean
-    of it over the eval split (from every process), reconstructions.png at the end."""
+    of it over the eval split (from every process), reconstructions.png at the end, the stall sign."""
+
+    title = "masked-image pretraining"  # as warnings name the method
 
     def __init__(self, figure_split: Any = None, figure_transform: Any = None, num_reconstructions: int = 0) -> None:
         self.figure_split, self.figure_transform, self.num_reconstructions = figure_split, figure_transform, num_reconstructions
@@ -99,6 +103,15 @@ class MaskedImageModeling(Objective):
     def describe(self, metrics: dict[str, Any]) -> str:
         return ", ".join(f"eval {key} {value:.4f}" for key, value in metrics.items())
 
+    def health(self, context: Context, history: History) -> list[Sign]:
+        """From a quarter of the planned steps on (--time-budget may have planned them): the newest losses
+        against those of the first epoch, or of the first eighth of a shorter run (the two never overlap)."""
+        plan = context.plan
+        if context.state.step < plan.total_steps / 4:
+            return []
+        sign = stalled_loss_sign(history, min(plan.steps_per_epoch, max(1, plan.total_steps // 8)), self.title)
+        return [sign] if sign else []
+
     def summary(self, results: dict[str, Any], model_dir: str) -> str:
         return super().summary(results, model_dir).replace("; model in ", "; encoder in ")
 
@@ -125,8 +138,25 @@ class MaskedImageModeling(Objective):
             save_reconstructions(context.run.file(FIGURE), rows, context.preprocessing.mean, context.preprocessing.std)
 
 
+def stalled_loss_sign(history: History, first: int, method: str) -> Sign | None:
+    """A stall when the mean of the newest logged training losses after step `first` is not 2% below the
+    mean of those logged up to step `first`."""
+    start, now = history.first("loss", first), history.recent("loss", after=first)
+    if not start or not now:
+        return None
+    before, loss = sum(start) / len(start), sum(now) / len(now)
+    if loss < FALL_SHARE * before:
+        return None
+    return Sign("loss_not_falling", "stall",
+                f"{method} stalled: training loss {loss:.4f} over the last {len(now)} logs is {loss / before:.1%} of its "
+                f"mean over steps 1-{first}, {before:.4f}",
+                "try another --blr or --learning-rate (too high never settles, too low never moves) or a longer "
+                "--warmup-ratio (docs/pretraining.md)")
+
+
 class MAEObjective(MaskedImageModeling):
     name = "mae"
+    title = "MAE"
 
     def __init__(self, patch_size: int, **figure: Any) -> None:
         super().__init__(**figure)
@@ -151,6 +181,7 @@ class MAEObjective(MaskedImageModeling):
 
 class SimMIMObjective(MaskedImageModeling):
     name = "simmim"
+    title = "SimMIM"
 
     def __init__(self, image_size: int, patch_size: int, mask_patch_size: int, mask_ratio: float, **figure: Any) -> None:
         super().__init__(**figure)
@@ -177,6 +208,7 @@ class SimMIMObjective(MaskedImageModeling):
 
 class BEiTObjective(MaskedImageModeling):
     name = "beit"
+    title = "BEiT"
 
     def __init__(self, grid: int, patch_size: int, mask_ratio: float, tokenizer: VisualTokenizer,
                  min_block_patches: int = 4, **figure: Any) -> None:

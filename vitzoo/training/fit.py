@@ -45,6 +45,7 @@ from vitzoo.training.engine import (
 )
 from vitzoo.training.objective import Callback, Context, Objective, Plan
 from vitzoo.training.optim import build_optimizer, build_scheduler
+from vitzoo.training.watch import Watch
 from vitzoo.zoo import ZooModel
 
 OBJECTIVE_PREFIX, EMA_PREFIX = "objective.", "ema."
@@ -55,7 +56,7 @@ def plan_steps(args: Any, train_loader: torch.utils.data.DataLoader, accelerator
     per_process = math.ceil(len(train_loader) / accelerator.num_processes)
     steps_per_epoch = math.ceil(per_process / args.gradient_accumulation_steps)
     return Plan(epochs=args.epochs, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * args.epochs,
-                batches_per_epoch=per_process)
+                batches_per_epoch=per_process, warmup_ratio=args.warmup_ratio)
 
 
 def fit(
@@ -83,7 +84,10 @@ def fit(
     (pretraining's --blr scaling). `test_loader` (the test split kept apart by `load_data(..., keep_test=True)`)
     scores the kept model/ once after training, by the objective's own evaluation (results.json "test").
     """
-    callbacks = [Curves(), *callbacks]  # curves.png in every run folder
+    watch = Watch(stop=args.stop_on_collapse)  # signs of collapse or stall: warned of, or the run's end
+    callbacks = [Curves(), watch, *callbacks]  # curves.png in every run folder
+    # model/ is the best by this metric, or the newest when None; with --stop-on-collapse DINO keeps its best teacher
+    select = objective.select or (objective.watched_select if args.stop_on_collapse else None)
     plan = plan_steps(args, train_loader, accelerator)
     strategy = strategy_of(accelerator)
     if args.channels_last:
@@ -161,9 +165,9 @@ def fit(
         state.last_eval_step = state.step
         if not at_start:
             best = state.best
-            if objective.select is None or best is None or metrics[objective.select] > best[objective.select]:
+            if select is None or best is None or metrics[select] > best[select]:
                 state.best = {**metrics, "step": state.step, "epoch": position}
-                kept = "best_step" if objective.select else "step"
+                kept = "best_step" if select else "step"
                 training = {**metadata, "dataset": args.dataset, kept: state.step, "base_model": args.model,
                             "pretrained": not args.scratch, **({"peft": adapter.results()} if adapter else {})}
                 saved_zoo, saved = objective.saved_model(zoo, eval_model)
@@ -195,8 +199,10 @@ def fit(
         callback.on_train_begin(context)
     if objective.evaluate_at_start and state.step == 0 and state.last_eval_step is None:
         evaluate(at_start=True)
-    stopped_mid_epoch = False  # by the time budget: evaluated and saved after the loop
+    stopped_mid_epoch = False  # by the time budget or --stop-on-collapse: evaluated and saved after the loop
     for epoch in range(state.epoch, args.epochs):
+        if watch.stops(context):  # a sign at the last epoch end's evaluation, or one a resumed run had logged
+            plan.total_steps = state.step
         if state.step >= plan.total_steps:  # a resumed run whose time budget was spent
             break
         model.train()
@@ -251,6 +257,8 @@ def fit(
                 evaluate()
             if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
                 checkpoint_now()
+            if watch.stops(context):  # --stop-on-collapse: a sign at this step's log or evaluation
+                plan.total_steps = state.step
             if state.step >= plan.total_steps:
                 break
         if state.step >= plan.total_steps and state.batches_in_epoch < plan.batches_per_epoch:
@@ -280,6 +288,7 @@ def fit(
 
     state.train_seconds = seconds_before + time.perf_counter() - loop_start
     objective.finish(ema.module if ema is not None else model, context)
+    watched = watch.results()  # "warnings" (each sign of collapse or stall once) and "stopped" (--stop-on-collapse)
     test = score_kept_model(objective, test_loader, context, splits) if test_loader is not None else None
     results = {
         "model": zoo.spec.name,
@@ -293,8 +302,10 @@ def fit(
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "wall_time_seconds": state.train_seconds,
         "num_processes": accelerator.num_processes,
-        "time_budget": ({**budget.state(), "ended_by": "budget" if state.step < budget.epoch_steps else "epochs",
+        "time_budget": ({**budget.state(), "ended_by": "stop-on-collapse" if watched["stopped"] else "budget"
+                         if state.step < budget.epoch_steps else "epochs",
                          "training_seconds": state.train_seconds} if budget is not None else None),
+        **watched,
         "trainable_parameters": trainable,
         "total_parameters": total,
         **({"peft": adapter.results()} if adapter else {}),

@@ -9,6 +9,9 @@ checkpoints, results, push -- is the loop's. The shape follows timm's `timm/task
 
 Hooks receive a `Context`: the accelerator, the run folder, the plan (epochs and steps), the
 training state, and `context.pixels(images)`, the batch normalisation the loop itself uses.
+
+An objective also knows the signs that its method has collapsed or stalled (`health`, read from the
+run's `History` by `vitzoo.training.watch`): each method's signs and thresholds live with it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,52 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     batches_per_epoch: int  # loader batches per epoch on each process
+    warmup_ratio: float = 0.0  # share of the steps that warm the learning rate up
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.warmup_ratio * self.total_steps)
+
+
+WINDOW = 5  # the newest logged values a sign averages: one noisy batch is never a sign
+
+
+@dataclasses.dataclass(frozen=True)
+class Sign:
+    """A sign that a run has collapsed or stalled, as an objective's `health` reports it."""
+
+    name: str  # stable: it keys the warning, given once per run (a resumed run's included)
+    kind: str  # "collapse" or "stall"
+    finding: str  # what the numbers show: "DINO collapse: teacher entropy 5.53 is 99.7% of ln(256) = 5.55 (uniform outputs)"
+    advice: str  # the flags that address it: "try --head-batch-norm, ... (docs/distillation.md)"
+
+
+@dataclasses.dataclass
+class History:
+    """What the run has logged so far, as the signs read it (a resumed run's earlier events included)."""
+
+    training: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # training log events, by step
+    evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # evaluations (DINO's step 0 first)
+
+    def recent(self, key: str, count: int = WINDOW, after: int = 0) -> list[float]:
+        """The newest `count` logged values of `key` (fewer when fewer were logged), from steps after `after`."""
+        values: list[float] = []
+        for event in reversed(self.training):
+            if len(values) == count or event["step"] <= after:
+                break
+            if key in event:
+                values.append(event[key])
+        return values[::-1]
+
+    def first(self, key: str, until: int) -> list[float]:
+        """The logged values of `key` up to step `until`."""
+        values: list[float] = []
+        for event in self.training:
+            if event["step"] > until:
+                break
+            if key in event:
+                values.append(event[key])
+        return values
 
 
 @dataclasses.dataclass
@@ -81,6 +130,9 @@ class Objective:
     # the evaluation metric whose highest value keeps model/ (ties keep the earlier model); None: model/ is
     # saved at every evaluation and the newest evaluation is the run's result
     select: str | None = None
+    # with --stop-on-collapse, the metric that keeps model/ when `select` is None, so that a run a sign ends
+    # keeps its best model rather than the collapsed newest one (DINO: the teacher's k-NN accuracy)
+    watched_select: str | None = None
     evaluate_at_start = False  # also score the model before the first step (logged as epoch 0)
 
     def setup(self, context: Context) -> None:
@@ -104,6 +156,11 @@ class Objective:
     def evaluate(self, model: torch.nn.Module, loader: Any, context: Context) -> dict[str, float]:
         """Metrics of `model` (the EMA of the weights when the run keeps one) on the eval split."""
         raise NotImplementedError
+
+    def health(self, context: Context, history: History) -> list[Sign]:
+        """The signs of collapse or stall that `history` shows now; read at each log and evaluation from
+        the 50th update on (`vitzoo.training.watch`). None by default."""
+        return []
 
     def describe(self, metrics: dict[str, Any]) -> str:
         """The printed summary of one evaluation."""
