@@ -4,10 +4,9 @@
     python recipes/distill.py --method deit --model deit-tiny-distilled --teacher runs/teacher/model \\
         --dataset digits --scratch --image-size 32 --epochs 20 --output-dir runs/distill
 
-    # DINO: self-distillation of a ViT backbone on unlabelled images (labels only feed the k-NN monitor)
-    python recipes/distill.py --method dino --model dino-vits16 --scratch --dataset digits --out-dim 256 \\
-        --local-crops 4 --head-batch-norm --batch-size 32 --image-size 32 --output-dir runs/dino
-    # (docs/distillation.md, "DINO on small data", has the full command for digits and what each flag changed)
+    # DINO: self-distillation of a ViT backbone on unlabelled images (labels only feed the k-NN monitor);
+    # --scratch on small data takes the small-data defaults (docs/small-data.md)
+    python recipes/distill.py --method dino --model dino-vits16 --scratch --dataset digits --image-size 32 --time-budget 5m
 
 `vitzoo distill ...` runs this same code; `accelerate launch` runs it on N processes. The run folder
 is the fine-tuning recipe's, model/ being the best student (DeiT; both heads averaged) or the teacher
@@ -18,7 +17,6 @@ entropy, k-NN accuracy from before the first step on).
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +24,7 @@ import torch
 import vitzoo
 from vitzoo.data import eval_transform, make_loader, train_transform
 from vitzoo.objectives import deit_distill, dino
+from vitzoo.training import smalldata
 from vitzoo.training.arguments import DeiTArguments, DINOArguments, load_data, parse, resolve_augmentation
 from vitzoo.training.engine import start_run
 from vitzoo.training.fit import fit
@@ -103,13 +102,12 @@ def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
     """DINO self-distillation of a backbone; labels are ignored (only the k-NN monitor reads them)."""
     accelerator, run = start_run(args, "self-distillation (DINO)", MODES)
     splits = load_data(args)
+    small = smalldata.apply(args, "distill", splits, "dino", announce=accelerator.is_main_process)  # --scratch, small data
     zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend="transformers",
                       revision=args.revision, image_size=args.image_size, config_overrides=args.config_overrides)
     arch = zoo.spec.architecture
     global_size, local_size = dino.scaled_sizes(zoo.image_size, arch.patch_size, args.local_crop_size)
-    if args.batch_size < 16:
-        warnings.warn(f"DINO with {args.batch_size} images per process: the centre of the teacher outputs is "
-                      "estimated from few samples and may be unstable (use 16 or more)", stacklevel=2)
+    dino.check_batch_size(args.batch_size)  # a warning below 16 images per process
     hflip = resolve_augmentation(args, splits)["hflip"]
 
     # ---- the student: backbone + DINO head (its EMA teacher is the objective's)
@@ -139,8 +137,8 @@ def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
         eval_batch_size=args.eval_batch_size or 2 * args.batch_size,
     )
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=student, objective=objective,
-                  train_loader=train_loader, splits=splits, metadata={"recipe": "distill", "method": "dino"},
-                  callbacks=callbacks, description="DINO")
+                  train_loader=train_loader, splits=splits, callbacks=callbacks, description="DINO",
+                  metadata={"recipe": "distill", "method": "dino", "small_data_defaults": smalldata.record(small)})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import vitzoo
 from vitzoo.data import eval_transform, make_loader, train_transform
 from vitzoo.objectives.classification import Classification, freeze_all_but_head
+from vitzoo.training import smalldata
 from vitzoo.training.arguments import FinetuneArguments, load_data, parse, resolve_augmentation
 from vitzoo.training.engine import start_run
 from vitzoo.training.fit import fit
@@ -51,6 +52,7 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
 
     # ---- data: label names travel from the dataset into the model's config; a test split is kept apart
     splits = load_data(args, keep_test=True)
+    small = smalldata.apply(args, "finetune", splits, announce=accelerator.is_main_process)  # --scratch, small data
     augmentation = resolve_augmentation(args, splits)  # the source's defaults (digits: no flips), flags over them
     hflip, crop_scale = augmentation["hflip"], augmentation["crop_scale"]
 
@@ -86,7 +88,7 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
     # ---- the shared loop: resume, accumulation, evaluation, checkpoints, results.json, push
     return fit(args, accelerator=accelerator, run=run, zoo=zoo, model=model, objective=objective,
                   train_loader=train_loader, eval_loader=eval_loader, test_loader=test_loader, splits=splits,
-                  metadata={"recipe": "finetune"}, callbacks=callbacks, description="training")
+                  metadata={"recipe": "finetune", "small_data_defaults": smalldata.record(small)}, callbacks=callbacks, description="training")
 
 
 if __name__ == "__main__":

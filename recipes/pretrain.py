@@ -61,9 +61,7 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
     # ---- data: only the images matter
     splits = load_data(args)
     hflip = resolve_augmentation(args, splits)["hflip"]
-    small = smalldata.apply(args, "pretrain", splits, method=args.method)  # --scratch on small data
-    if small and accelerator.is_main_process:
-        print(smalldata.describe(small, len(splits.train), smalldata.input_size(args)), flush=True)
+    small = smalldata.apply(args, "pretrain", splits, args.method, announce=accelerator.is_main_process)  # --scratch
 
     # ---- model: the method's pretraining class, its masking settings in the config
     zoo = vitzoo.load(args.model, task="pretraining", pretrained=not args.scratch, revision=args.revision,

@@ -27,7 +27,8 @@ def test_the_budget_sets_the_steps_and_the_schedule_ends_on_them(tmp_path):
     results = recipe.main([*argv, "--max-train-samples", "320", "--epochs", "100", "--time-budget", "6s",
                            "--min-learning-rate", "1e-5", "--output-dir", str(tmp_path / "run")])
     plan = results["time_budget"]
-    assert plan["ended_by"] == "budget" and plan["seconds"] == 6 and plan["refined"]
+    assert plan["ended_by"] == "budget" and plan["seconds"] == 6
+    assert plan["refined"] == (plan["planned_steps"] >= 20)  # planned again at the first epoch end, if it got there
     assert budget_module.MEASURE < plan["planned_steps"] < 2000 and results["steps"] == plan["planned_steps"]
     # the steps fit in the budget less its reserve at the measured speed (not a timing test: the speed is the measured
     # one), unless the pace of a later epoch planned the rest again, or the run fell late and stopped

@@ -186,6 +186,22 @@ def test_dino_ema_teacher_and_center():
     assert m[0] == pytest.approx(0.996) and m[-1] < 1 and len(m) == 10 and all(a <= b for a, b in zip(m, m[1:]))
 
 
+def test_dino_momentum_and_weight_decay_follow_the_planned_steps():
+    """Read from the plan at each step: a time budget that plans the run again moves them with the learning rate."""
+    from types import SimpleNamespace
+
+    objective = dino.DINO.__new__(dino.DINO)
+    objective.momentum_start, objective.weight_decay, objective.weight_decay_end = 0.99, 0.04, 0.4
+    context = SimpleNamespace(plan=SimpleNamespace(total_steps=10))
+    by_hand = [1.0 + 0.5 * (0.99 - 1.0) * (1 + math.cos(math.pi * step / 10)) for step in range(10)]
+    assert [objective._momentum(step, context) for step in range(10)] == pytest.approx(by_hand)
+    assert list(dino.cosine_schedule(0.99, 1.0, 2, 5)) == pytest.approx(by_hand)  # the epoch schedule agrees
+    assert objective._momentum(25, context) == pytest.approx(by_hand[-1])  # past the plan: its last value
+    context.plan.total_steps = 100  # planned again for more steps: step 5 is now near the start
+    assert objective._momentum(5, context) == pytest.approx(1.0 + 0.5 * (0.99 - 1.0) * (1 + math.cos(math.pi * 5 / 100)))
+    assert objective._weight_decay(50, context) == pytest.approx(0.22)  # halfway between 0.04 and 0.4
+
+
 def test_dino_loss_hand_computation():
     loss = dino.DINOLoss(3, num_crops=3, warmup_teacher_temp=0.5, teacher_temp=0.5, warmup_teacher_temp_epochs=0,
                          epochs=1, student_temp=0.1)

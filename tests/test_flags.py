@@ -135,7 +135,7 @@ PROBES = [
         ("warmup_teacher_temp_epochs", ["--warmup-teacher-temp-epochs", "1"], ["--warmup-teacher-temp", "0.01"]),
         ("student_temp", ["--student-temp", "0.3"], []), ("center_momentum", ["--center-momentum", "0.1"], []),
         ("weight_decay_end", ["--weight-decay-end", "0.9"], []), ("freeze_last_layer", ["--freeze-last-layer", "0"], []),
-        ("head_batch_norm", ["--head-batch-norm"], []), ("norm_last_layer", ["--no-norm-last-layer"], []),
+        ("head_batch_norm", ["--head-batch-norm", "false"], []), ("norm_last_layer", ["--no-norm-last-layer"], []),
     ]],
     *[("mae", field, flags, base, 2) for field, flags, base in [
         ("mask_ratio", ["--mask-ratio", "0.5"], []), ("norm_pix_loss", ["--no-norm-pix-loss"], []),

@@ -10,7 +10,8 @@ self-distillation without labels. The pieces `recipes/distill.py --method dino` 
   (all-reduced across processes), the teacher temperature warms up linearly; it also records the
   teacher's entropy so that a run can tell collapse (to uniform, or onto one prototype) early
   (`collapse_signs`, read by the training loop's watch with the teacher's k-NN);
-- `cosine_schedule`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4);
+- `cosine_schedule`, `cosine_at`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4),
+  over the planned steps (which a time budget may plan again);
 - `ema_update`: teacher <- m * teacher + (1 - m) * student; `cancel_last_layer_gradients` freezes the
   head's last layer in the first epoch(s).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -257,12 +259,23 @@ def collapse_signs(history: History, out_dim: int) -> list[Sign]:
     return signs
 
 
+def check_batch_size(batch_size: int) -> None:
+    """Warn of a batch under 16 images per process: the centre of the teacher outputs is estimated from it."""
+    if batch_size < 16:
+        warnings.warn(f"DINO with {batch_size} images per process: the centre of the teacher outputs is "
+                      "estimated from few samples and may be unstable (use 16 or more)", stacklevel=3)
+
+
 def cosine_schedule(start: float, end: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, warmup_start: float = 0.0) -> np.ndarray:
     """One value per optimizer step: optional linear warm-up, then cosine from `start` to `end` (DINO's)."""
     warmup = np.linspace(warmup_start, start, warmup_epochs * steps_per_epoch) if warmup_epochs else np.array([])
     steps = np.arange(epochs * steps_per_epoch - len(warmup))
-    cosine = end + 0.5 * (start - end) * (1 + np.cos(np.pi * steps / max(1, len(steps))))
-    return np.concatenate((warmup, cosine))
+    return np.concatenate((warmup, cosine_at(start, end, steps, max(1, len(steps)))))
+
+
+def cosine_at(start: float, end: float, step: Any, total: int) -> Any:
+    """The cosine from `start` (step 0) towards `end` (step `total`) at `step` (a number or an array)."""
+    return end + 0.5 * (start - end) * (1 + np.cos(np.pi * step / total))
 
 
 class DINOModel(nn.Module):
@@ -373,12 +386,16 @@ class DINO(Objective):
         device = context.accelerator.device
         self.teacher.to(device)
         self.criterion.to(device)
-        plan = context.plan
-        self.momentum = cosine_schedule(self.momentum_start, 1.0, plan.epochs, plan.steps_per_epoch)
-        self.weight_decays = cosine_schedule(self.weight_decay, self.weight_decay_end, plan.epochs, plan.steps_per_epoch)
 
-    def _index(self, step: int) -> int:
-        return min(step, len(self.momentum) - 1)
+    # the teacher's momentum (to 1) and the weight decay follow a cosine over the run's planned steps, read at each
+    # step from the plan, so that a --time-budget that plans the run again moves them with the learning rate
+    def _momentum(self, step: int, context: Context) -> float:
+        total = context.plan.total_steps
+        return float(cosine_at(self.momentum_start, 1.0, min(step, total - 1), total))
+
+    def _weight_decay(self, step: int, context: Context) -> float:
+        total = context.plan.total_steps
+        return float(cosine_at(self.weight_decay, self.weight_decay_end, min(step, total - 1), total))
 
     def loss(self, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, context: Context) -> tuple[torch.Tensor, dict[str, Any]]:
         crops = unpack_crops(pixels, *self.sizes)
@@ -386,8 +403,8 @@ class DINO(Objective):
         with torch.no_grad():
             teacher_output = self.teacher(crops[:2])  # only the global views reach the teacher
         loss = self.criterion(model(crops), teacher_output, epoch)
-        index = self._index(context.state.step)
-        return loss, {"weight_decay": float(self.weight_decays[index]), "momentum": float(self.momentum[index]),
+        step = context.state.step
+        return loss, {"weight_decay": self._weight_decay(step, context), "momentum": self._momentum(step, context),
                       "teacher_temp": self.criterion.teacher_temperature(epoch),
                       "teacher_entropy": self.criterion.teacher_entropy,
                       "mean_teacher_entropy": self.criterion.mean_teacher_entropy,
@@ -396,11 +413,11 @@ class DINO(Objective):
     def before_update(self, model: nn.Module, optimizer: torch.optim.Optimizer, context: Context) -> None:
         for group in optimizer.param_groups:
             if group["weight_decay"] > 0:
-                group["weight_decay"] = float(self.weight_decays[self._index(context.state.step)])
+                group["weight_decay"] = self._weight_decay(context.state.step, context)
         cancel_last_layer_gradients(model, context.state.epoch, self.freeze_last_layer)
 
     def after_update(self, model: nn.Module, context: Context) -> None:
-        momentum = float(self.momentum[self._index(context.state.step - 1)])
+        momentum = self._momentum(context.state.step - 1, context)
         ema_update(context.accelerator.unwrap_model(model), self.teacher, momentum)
 
     def evaluate(self, model: nn.Module, loader: Any, context: Context) -> dict[str, float]:
@@ -482,6 +499,7 @@ def parse_scale(text: str, what: str) -> tuple[float, float]:
 
 
 __all__ = [
-    "DINO", "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "cosine_schedule",
+    "DINO", "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "check_batch_size",
+    "cosine_at", "cosine_schedule",
     "ema_update", "local_crop_size", "unpack_crops",
 ]

@@ -100,9 +100,16 @@ def card_context(source: ModelSource, repo_id: str, kind: str) -> dict[str, Any]
         **split_texts(source),  # eval_split, test_split, test_samples
         "train_samples": ((source.results or {}).get("data") or {}).get("train_samples"),
         "best_epoch": evaluation.get("epoch"),
-        "epochs": (source.results or {}).get("epochs") or args.get("epochs"),
+        "epochs": _epochs(source.results or {}, args),
         "license": _license(base),
     }
+
+
+def _epochs(results: dict[str, Any], args: dict[str, Any]) -> Any:
+    """The run's epochs, or (a --time-budget without --epochs: results.json's epochs is None) what ended it."""
+    if results.get("epochs") is None and results.get("time_budget"):
+        return f"a run ended by its {results['time_budget']['seconds'] / 60:g}-minute time budget"
+    return results.get("epochs") or args.get("epochs")
 
 
 def _license(spec: registry.ModelSpec | None) -> str:

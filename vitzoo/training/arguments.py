@@ -96,7 +96,7 @@ class TrainingArguments:
     """What the shared training loop (`vitzoo.training.fit`) reads, for every recipe and method."""
 
     output_dir: str = arg("runs/finetune", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/")
-    epochs: int = arg(10, "passes over the training set")
+    epochs: int = arg(10, "passes over the training set (with --time-budget and no --epochs: as many as fit in the budget)")
     batch_size: int = arg(64, "images per step per process (before gradient accumulation)")
     eval_batch_size: int | None = arg(None, "images per evaluation step (default: 2 x batch size)")
     learning_rate: float = arg(5e-4, "peak learning rate of AdamW (after warm-up)")

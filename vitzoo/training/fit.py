@@ -17,6 +17,7 @@ the method's maths; callbacks watch (benchmarks time steps, compare follows prog
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 import vitzoo
 from vitzoo.errors import BadInputError
 from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
-from vitzoo.training.budget import TimeBudget
+from vitzoo.training.budget import UNLIMITED_EPOCHS, TimeBudget
 from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from vitzoo.training.curves import Curves
 from vitzoo.training.distributed import Gathered, local_parameter_count, shard, strategy_of
@@ -126,7 +127,7 @@ def fit(
             print(f"data: {describe()}", flush=True)
     parameters = accelerator.gather(torch.tensor([local_parameter_count(model)], device=accelerator.device)).tolist()
     if args.report_to:
-        accelerator.init_trackers(f"vitzoo-{metadata['recipe']}", config={k: v for k, v in vars(args).items() if v is not None})
+        accelerator.init_trackers(f"vitzoo-{metadata['recipe']}", config={k: v for k, v in dataclasses.asdict(args).items() if v is not None})
     state = TrainState()
     context = Context(accelerator=accelerator, run=run, plan=plan, state=state, preprocessing=zoo.spec.preprocessing,
                       channels_last=args.channels_last, model=model, optimizer=optimizer, objective=objective,
@@ -298,7 +299,7 @@ def fit(
         "eval": state.best if test is None else {"split": splits.eval_split, **state.best},
         **({"test": test} if test is not None else {}),
         "steps": state.step,
-        "epochs": args.epochs,
+        "epochs": None if args.epochs == UNLIMITED_EPOCHS else args.epochs,  # None: the time budget alone ended it
         "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
         "wall_time_seconds": state.train_seconds,
         "num_processes": accelerator.num_processes,

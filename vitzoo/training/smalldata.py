@@ -99,11 +99,14 @@ def input_size(args: Any) -> int:
     return spec.architecture.image_size if spec is not None and spec.architecture is not None else 224
 
 
-def apply(args: Any, recipe: str, splits: Any, method: str | None = None) -> list[Default]:
-    """Set the chosen defaults on `args` (see `choose`) and return them."""
-    chosen = choose(args, recipe, method, len(splits.train), input_size(args), getattr(splits, "augmentation", None))
+def apply(args: Any, recipe: str, splits: Any, method: str | None = None, announce: bool = False) -> list[Default]:
+    """Set the chosen defaults on `args` (see `choose`) and return them; `announce`: print the start-up line."""
+    images, size = len(splits.train), input_size(args)
+    chosen = choose(args, recipe, method, images, size, getattr(splits, "augmentation", None))
     for default in chosen:
         setattr(args, default.field, default.value)
+    if chosen and announce:
+        print(describe(chosen, images, size), flush=True)
     return chosen
 
 
