@@ -82,3 +82,17 @@ def test_compare_splits_its_budget_among_the_trainings():
         CompareConfig(protocol="knn", time_budget="3m").resolved()
     with pytest.raises(BadInputError, match="--time-budget"):
         CompareConfig(scratch=True, time_budget="soon").resolved()
+
+
+def test_dino_takes_patches_that_leave_its_local_crops_something_to_see():
+    assert smalldata.patch_for(32, 16) == 8  # 4 patches of 16 px -> 16 of 8 px
+    assert smalldata.patch_for(64, 16) is None and smalldata.patch_for(224, 16) is None  # 16 and 196 patches
+    assert smalldata.patch_for(28, 14) == 7 and smalldata.patch_for(30, 16) == 6  # divisors of the size: 16 and 25
+    chosen = {d.field: d.value for d in smalldata.choose(parse("distill", ["--method", "dino", "--scratch"]),
+                                                         "distill", "dino", 1438, 32, patch=16)}
+    assert chosen["config_overrides"] == f"{smalldata.SMALL_DINO_SHAPE},patch_size=8"
+    many = {d.field: d.value for d in smalldata.choose(parse("distill", ["--method", "dino", "--scratch"]),
+                                                       "distill", "dino", smalldata.SMALL_DINO_IMAGES, 32, patch=16)}
+    assert many["config_overrides"] == "patch_size=8"  # enough images for the registry's width and depth
+    shaped = parse("distill", ["--method", "dino", "--scratch", "--config-overrides", "hidden_size=64"])
+    assert "config_overrides" not in {d.field for d in smalldata.choose(shaped, "distill", "dino", 1438, 32, patch=16)}
