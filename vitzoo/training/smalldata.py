@@ -82,7 +82,10 @@ def _dino(images: int, size: int, patch: int) -> list[Default]:
 
 
 def _masked_image_modelling(images: int, size: int, patch: int) -> list[Default]:
+    smaller = patch_for(size, patch)
     return [
+        *([Default("config_overrides", f"patch_size={smaller}", f"{(size // smaller) ** 2} patches of {smaller} px, not "
+                   f"{(size // patch) ** 2} of {patch}: masking 75% of 4 patches leaves the encoder one")] if smaller else []),
         Default("blr", 3e-3, "blr 1.5e-4 assumes batches of thousands and hundreds of epochs"),
         Default("batch_size", 32, "more steps per epoch on few images"),
     ]
