@@ -40,7 +40,7 @@ def _finetune(images: int, size: int, patch: int) -> list[Default]:
     ]
 
 
-MIN_TOKENS = 16  # DINO: patches in a global crop, at least (its local crops then hold a quarter of that)
+MIN_TOKENS = 16  # patches an image (DINO: a global crop) holds at least (DINO's local crops then a quarter of that)
 
 
 def patch_for(size: int, patch: int) -> int | None:
@@ -85,7 +85,7 @@ def _masked_image_modelling(images: int, size: int, patch: int) -> list[Default]
     smaller = patch_for(size, patch)
     return [
         *([Default("config_overrides", f"patch_size={smaller}", f"{(size // smaller) ** 2} patches of {smaller} px, not "
-                   f"{(size // patch) ** 2} of {patch}: masking 75% of 4 patches leaves the encoder one")] if smaller else []),
+                   f"{(size // patch) ** 2} of {patch}: a mask over 4 patches leaves the encoder one or two to see")] if smaller else []),
         Default("blr", 3e-3, "blr 1.5e-4 assumes batches of thousands and hundreds of epochs"),
         Default("batch_size", 32, "more steps per epoch on few images"),
     ]
