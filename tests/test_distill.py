@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -182,8 +183,8 @@ def test_dino_ema_teacher_and_center():
     value = loss(torch.randn(6, 3), teacher_out, epoch=0)
     assert torch.isfinite(value)
     assert torch.allclose(loss.center, 0.1 * teacher_out.mean(0, keepdim=True))  # momentum 0.9 from zero
-    m = dino.cosine_schedule(0.996, 1.0, 2, 5)
-    assert m[0] == pytest.approx(0.996) and m[-1] < 1 and len(m) == 10 and all(a <= b for a, b in zip(m, m[1:]))
+    m = dino.cosine_at(0.996, 1.0, np.arange(10), 10)
+    assert m[0] == pytest.approx(0.996) and m[-1] < 1 and all(a <= b for a, b in zip(m, m[1:]))
 
 
 def test_dino_momentum_and_weight_decay_follow_the_planned_steps():
@@ -195,7 +196,7 @@ def test_dino_momentum_and_weight_decay_follow_the_planned_steps():
     context = SimpleNamespace(plan=SimpleNamespace(total_steps=10))
     by_hand = [1.0 + 0.5 * (0.99 - 1.0) * (1 + math.cos(math.pi * step / 10)) for step in range(10)]
     assert [objective._momentum(step, context) for step in range(10)] == pytest.approx(by_hand)
-    assert list(dino.cosine_schedule(0.99, 1.0, 2, 5)) == pytest.approx(by_hand)  # the epoch schedule agrees
+    assert list(dino.cosine_at(0.99, 1.0, np.arange(10), 10)) == pytest.approx(by_hand)  # vectorised, the same
     assert objective._momentum(25, context) == pytest.approx(by_hand[-1])  # past the plan: its last value
     context.plan.total_steps = 100  # planned again for more steps: step 5 is now near the start
     assert objective._momentum(5, context) == pytest.approx(1.0 + 0.5 * (0.99 - 1.0) * (1 + math.cos(math.pi * 5 / 100)))

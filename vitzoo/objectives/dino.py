@@ -10,8 +10,8 @@ self-distillation without labels. The pieces `recipes/distill.py --method dino` 
   (all-reduced across processes), the teacher temperature warms up linearly; it also records the
   teacher's entropy so that a run can tell collapse (to uniform, or onto one prototype) early
   (`collapse_signs`, read by the training loop's watch with the teacher's k-NN);
-- `cosine_schedule`, `cosine_at`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4),
-  over the planned steps (which a time budget may plan again);
+- `cosine_at`: the per-step schedules of momentum (0.996 -> 1) and weight decay (0.04 -> 0.4), over the
+  planned steps (which a time budget may plan again);
 - `ema_update`: teacher <- m * teacher + (1 - m) * student; `cancel_last_layer_gradients` freezes the
   head's last layer in the first epoch(s).
 """
@@ -268,11 +268,10 @@ def check_batch_size(batch_size: int) -> None:
                       "estimated from few samples and may be unstable (use 16 or more)", stacklevel=3)
 
 
-def cosine_schedule(start: float, end: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, warmup_start: float = 0.0) -> np.ndarray:
-    """One value per optimizer step: optional linear warm-up, then cosine from `start` to `end` (DINO's)."""
-    warmup = np.linspace(warmup_start, start, warmup_epochs * steps_per_epoch) if warmup_epochs else np.array([])
-    steps = np.arange(epochs * steps_per_epoch - len(warmup))
-    return np.concatenate((warmup, cosine_at(start, end, steps, max(1, len(steps)))))
+def _planned_cosine(start: float, end: float, step: int, context: Context) -> float:
+    """`cosine_at` over the run's planned steps, read now (past the plan: its last step's value)."""
+    total = context.plan.total_steps
+    return float(cosine_at(start, end, min(step, total - 1), total))
 
 
 def cosine_at(start: float, end: float, step: Any, total: int) -> Any:
@@ -392,12 +391,10 @@ class DINO(Objective):
     # the teacher's momentum (to 1) and the weight decay follow a cosine over the run's planned steps, read at each
     # step from the plan, so that a --time-budget that plans the run again moves them with the learning rate
     def _momentum(self, step: int, context: Context) -> float:
-        total = context.plan.total_steps
-        return float(cosine_at(self.momentum_start, 1.0, min(step, total - 1), total))
+        return _planned_cosine(self.momentum_start, 1.0, step, context)
 
     def _weight_decay(self, step: int, context: Context) -> float:
-        total = context.plan.total_steps
-        return float(cosine_at(self.weight_decay, self.weight_decay_end, min(step, total - 1), total))
+        return _planned_cosine(self.weight_decay, self.weight_decay_end, step, context)
 
     def loss(self, model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, context: Context) -> tuple[torch.Tensor, dict[str, Any]]:
         crops = unpack_crops(pixels, *self.sizes)
@@ -505,6 +502,6 @@ def parse_scale(text: str, what: str) -> tuple[float, float]:
 
 __all__ = [
     "DINO", "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "check_batch_size",
-    "cosine_at", "cosine_schedule",
+    "cosine_at",
     "ema_update", "local_crop_size", "unpack_crops",
 ]
