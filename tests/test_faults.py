@@ -84,16 +84,19 @@ def test_a_folder_with_another_run_is_refused_then_resumed_or_overwritten(tmp_pa
 
 
 def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
+    import fcntl
     import socket
 
     folder = tmp_path / "run"
     folder.mkdir()
     lock = folder / ".vitzoo.lock"
     lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "earlier"}))
+    holder = os.open(lock, os.O_RDWR)  # a live run holds the kernel lock on the file
+    fcntl.flock(holder, fcntl.LOCK_EX)
     err = one_line_error(capsys, ["finetune", *RUN, "--epochs", "1", "--output-dir", str(folder)])
     assert f"in use by another run (pid {os.getppid()}" in err
     assert not (folder / "checkpoints").exists()
-    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "started": "earlier"}))  # gone
+    os.close(holder)  # that run is gone: its record stays, naming a live pid, and counts for nothing
     finetune.main([*RUN, "--epochs", "1", "--output-dir", str(folder)])
     assert not lock.exists()  # released at the end
 

@@ -28,6 +28,7 @@ from vitzoo.metrics import classification_metrics
 from vitzoo.registry import Preprocessing
 from vitzoo.training.autoprecision import Choice, choose_for
 from vitzoo.training.distributed import all_finite, check_launch, full_state_dict, strategy_of
+from vitzoo.training.lock import LOCK_NAME, FolderLock
 from vitzoo.zoo import ZooModel
 
 MODEL_DIR = "model"
@@ -139,13 +140,13 @@ class RunFolder:
 
     RUN_FILES = ("args.json", "metrics.jsonl", "results.json", "checkpoints", MODEL_DIR)
     CLEARED = (*RUN_FILES, "logs", "tokenizer", "adapter", "reconstructions.png", "dino_curves.png", "curves.png")
-    LOCK = ".vitzoo.lock"
+    LOCK = LOCK_NAME
 
     def __init__(self, output_dir: str, accelerator: Accelerator, *, resume: str | None = None,
                  overwrite: bool = False) -> None:
         self.path = output_dir
         self.accelerator = accelerator
-        self.locked = False
+        self.lock = FolderLock(output_dir)
         if accelerator.is_main_process:
             self._claim(resume, overwrite)
 
@@ -176,39 +177,14 @@ class RunFolder:
                                 "replace it with --overwrite, or choose another folder")
 
     def _lock(self) -> None:
-        import socket
+        self.lock.acquire()
+        import atexit
 
-        lock, host = self.file(self.LOCK), socket.gethostname()
-        for _ in range(2):
-            try:
-                handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = _read_lock(lock)
-                if holder.get("host") == host and (holder.get("pid") == os.getpid() or not _alive(holder.get("pid"))):
-                    os.remove(lock)  # left by a run that is gone (or by an earlier run of this process)
-                    continue
-                raise BadInputError(f"--output-dir {self.path} is in use by another run (pid {holder.get('pid')} on "
-                                    f"{holder.get('host')}, since {holder.get('started')}); wait for it, or choose another "
-                                    f"folder (if that run is gone, delete {lock})") from None
-            except OSError as error:
-                raise BadInputError(f"--output-dir {self.path} is not writable ({error.strerror}); choose another folder") from None
-            with os.fdopen(handle, "w") as file:
-                json.dump({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, file)
-            self.locked = True
-            import atexit
-
-            atexit.register(self.release)
-            return
+        atexit.register(self.release)
 
     def release(self) -> None:
         """Give the folder up (the end of the run, or the process)."""
-        if self.locked:
-            self.locked = False
-            try:
-                if _read_lock(self.file(self.LOCK)).get("pid") == os.getpid():
-                    os.remove(self.file(self.LOCK))
-            except OSError:
-                pass
+        self.lock.release()
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -236,27 +212,6 @@ class RunFolder:
     def save_results(self, results: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
             atomic_write_json(self.file("results.json"), results)
-
-
-def _read_lock(path: str) -> dict[str, Any]:
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def environment() -> dict[str, Any]:
