@@ -48,7 +48,7 @@ def small_image_folder(count: int, seed: int = 0) -> str:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from vitzoo.data.photos import default_location
+    from vitzoo.data.photos import PHOTO_FOLDER, default_location
     from vitzoo.io import atomic_directory
 
     path = default_location(count).replace("photos-", "small-digits-")
@@ -56,7 +56,7 @@ def small_image_folder(count: int, seed: int = 0) -> str:
         return path
     digits = load_digits()
     rng = np.random.default_rng(seed)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, PHOTO_FOLDER) as tmp:
         for label in range(10):
             os.makedirs(os.path.join(tmp, str(label)))
         for index in range(count):

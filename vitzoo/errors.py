@@ -28,6 +28,10 @@ class BadInputError(VitzooError, ValueError):
     """An argument or an input (image, path, option) that cannot be used as given."""
 
 
+class DiskFullError(VitzooError):
+    """The disk filled up while writing; what was there before is intact."""
+
+
 _TOKEN_LIKE = re.compile(r"hf_[A-Za-z0-9_\-]{4,}")
 
 

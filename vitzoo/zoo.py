@@ -17,12 +17,11 @@ from vitzoo.backends import hf_backend, timm_backend
 from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.families.base import check_task
 from vitzoo.images import Preprocessor, preprocessing_from_image_processor
-from vitzoo.io import atomic_directory
+from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory
 from vitzoo.precision import autocast, dtype_name, resolve_precision
 from vitzoo.registry import ModelSpec, Preprocessing, get_family
 
 BACKENDS = ("transformers", "timm")
-VITZOO_FILE = "vitzoo.json"
 
 
 def resolve_labels(num_labels: int | None, id2label: Mapping[Any, str] | Sequence[str] | None) -> dict[int, str] | None:
@@ -576,15 +575,22 @@ class ZooModel:
         directory: str | os.PathLike,
         extra_metadata: Mapping[str, Any] | None = None,
         state_dict: Mapping[str, torch.Tensor] | None = None,
+        overwrite: bool = False,
     ) -> str:
         """Write a folder that `vitzoo.load(dir)` and (transformers backend) `from_pretrained` load.
 
         `state_dict` (same keys as this model's) saves other weights of this architecture, such
         as an EMA or a teacher, without loading them into `self.model`. The folder appears
         complete or not at all: it is written beside the target and renamed.
+
+        `directory` must be new, empty, or a model folder saved here before (saving again replaces
+        it). `overwrite=True` also replaces another vitzoo output (a `vitzoo convert` folder, a Hub
+        export). A folder holding any file vitzoo did not write is refused even with `overwrite`, so
+        that nothing of yours is deleted or left mixed with the model; so are the current folder, the
+        home folder and any folder holding them (`vitzoo.io.check_folder`).
         """
         directory = os.fspath(directory)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, MODEL_FOLDER, overwrite=overwrite, overwrite_hint="overwrite=True") as tmp:
             if self.backend == "timm":
                 from safetensors.torch import save_file
                 from timm.models import save_for_hf

@@ -24,7 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or a local transformers / timm model folder",
     )
     parser.add_argument("--to", required=True, choices=("transformers", "timm"), help="the library to convert to")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder to write (replaced atomically)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="folder to write, new or empty (an earlier convert output there is replaced, atomically); never the "
+        "source folder, the current folder or one holding files vitzoo did not write",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="also replace another vitzoo output in DIR (a saved model folder, a Hub export); files vitzoo did not "
+        "write are never replaced",
+    )
     parser.add_argument(
         "--scratch",
         action="store_true",
@@ -50,11 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_convert(args: argparse.Namespace) -> int:
     import os
 
-    from vitzoo.convert.export import convert, print_summary
+    from vitzoo.convert.export import check_output, convert, print_summary
 
+    check_output(args.source, args.output, args.overwrite)
     what = "its weights" if os.path.isdir(args.source) else "random weights" if args.scratch else "pretrained weights"
     print(f"converting {args.source} ({what}) to {args.to} ...", file=sys.stderr, flush=True)
-    summary = convert(args.source, args.to, args.output, scratch=args.scratch)
+    summary = convert(args.source, args.to, args.output, scratch=args.scratch, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

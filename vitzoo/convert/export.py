@@ -32,7 +32,7 @@ from vitzoo.convert.models import (
 )
 from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.images import Preprocessor
-from vitzoo.io import atomic_directory
+from vitzoo.io import CONVERTED, atomic_directory, check_folder
 from vitzoo.registry import ModelSpec
 
 TARGETS = ("transformers", "timm")
@@ -207,8 +207,25 @@ def max_output_difference(source: Source, target: nn.Module) -> float:
         return float((a.features(pixels) - b.features(pixels)).abs().max())
 
 
-def convert(src: str | os.PathLike, to: str, output: str | os.PathLike, scratch: bool = False) -> dict[str, Any]:
+def _destination(src: str, overwrite: bool) -> dict[str, Any]:
+    # a run folder is read through its model/, which the output must not replace either
+    reading = (src, os.path.join(src, "model")) if os.path.isdir(src) else ()
+    return dict(overwrite=overwrite, reading=reading, option="--output", overwrite_hint="--overwrite")
+
+
+def check_output(src: str, output: str, overwrite: bool = False) -> None:
+    """Refuse an `output` that convert would not write (a BadInputError), before anything is loaded."""
+    check_folder(output, CONVERTED, **_destination(src, overwrite))
+
+
+def convert(src: str | os.PathLike, to: str, output: str | os.PathLike, scratch: bool = False,
+            overwrite: bool = False) -> dict[str, Any]:
     """Convert `src` (registry name, timm name or folder) to `to` and save it to `output`.
+
+    `output` must be new, empty, or an earlier convert output (replaced); `overwrite` also replaces
+    another vitzoo output (a saved model folder, a Hub export). A folder holding files vitzoo did not
+    write, and one equal to or holding the source folder, are refused before anything is loaded, even
+    with `overwrite` (`vitzoo.io.check_folder`).
 
     Returns a summary: the output folder, the classes, the largest output difference between
     source and converted model on a random batch, and notes.
@@ -216,6 +233,8 @@ def convert(src: str | os.PathLike, to: str, output: str | os.PathLike, scratch:
     from vitzoo.version import __version__
     from vitzoo.zoo import VITZOO_FILE, ZooModel
 
+    src, output = os.fspath(src), os.fspath(output)
+    check_output(src, output, overwrite)
     source = load_source(src, to, scratch)
     notes: list[str] = []
     if to == "transformers":
@@ -235,8 +254,7 @@ def convert(src: str | os.PathLike, to: str, output: str | os.PathLike, scratch:
         "vitzoo_version": __version__,
         "converted_from": {"source": source.description, "library": source.library, "layer_norm_eps": eps},
     }
-    output = os.fspath(output)
-    with atomic_directory(output) as tmp:
+    with atomic_directory(output, CONVERTED, **_destination(src, overwrite)) as tmp:
         if to == "transformers":
             target.save_pretrained(tmp, safe_serialization=True)
             with open(os.path.join(tmp, "preprocessor_config.json"), "w") as handle:

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from vitzoo.errors import BadInputError
-from vitzoo.io import atomic_directory
+from vitzoo.io import FolderKind, atomic_directory
 
 VERSION = "v1"
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
@@ -44,6 +44,10 @@ def source_photos() -> dict[str, np.ndarray]:
     return photos
 
 
+# a folder of class subfolders, finished when DONE is written last
+PHOTO_FOLDER = FolderKind("vitzoo photo folder", ("*",), lambda folder: os.path.isfile(os.path.join(folder, "DONE")))
+
+
 def default_location(count: int) -> str:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "vitzoo", f"photos-{count}-{VERSION}")
@@ -62,7 +66,7 @@ def photo_folder(path: str | None = None, *, count: int = 2000, seed: int = 0,
         raise BadInputError("no source photographs found (scikit-learn's sample images are missing)")
     rng = np.random.default_rng(seed)
     names = sorted(photos)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, PHOTO_FOLDER) as tmp:
         for index in range(count):
             name = names[index % len(names)]
             photo = photos[name]

@@ -43,7 +43,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vitzoo.errors import BadInputError
-from vitzoo.io import atomic_directory
+from vitzoo.io import FolderKind, atomic_directory
 
 MAX_VOCAB = 8192
 MAX_FIT_PATCHES = 200_000
@@ -51,6 +51,8 @@ NORMALISATIONS = ("pixels", "patch")
 PATCH_EPS = 0.01  # variance floor of "patch" standardisation, in normalised-pixel units (ImageNet std = 1)
 CODEBOOK_FILE = "codebook.safetensors"
 CONFIG_FILE = "tokenizer.json"
+TOKENIZER_FOLDER = FolderKind("vitzoo k-means tokenizer", (CODEBOOK_FILE, CONFIG_FILE),
+                              lambda folder: os.path.isfile(os.path.join(folder, CODEBOOK_FILE)))
 
 
 class VisualTokenizer(Protocol):
@@ -156,7 +158,7 @@ class KMeansTokenizer:
         return cls(centroids, patch_size, normalisation)
 
     def save(self, directory: str) -> str:
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, TOKENIZER_FOLDER) as tmp:
             save_file({"codebook": self.codebook.contiguous()}, os.path.join(tmp, CODEBOOK_FILE))
             with open(os.path.join(tmp, CONFIG_FILE), "w") as handle:
                 json.dump({"type": "kmeans", "vocab_size": self.vocab_size, "patch_size": self.patch_size,

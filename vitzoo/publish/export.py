@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 from vitzoo.errors import BadInputError
-from vitzoo.io import atomic_directory, read_json
+from vitzoo.io import HUB_EXPORT, atomic_directory, read_json
 from vitzoo.publish.card import render_card
 from vitzoo.publish.source import VITZOO_FILE, ModelSource, base_spec, detect_kind, resolve_source
 from vitzoo.publish.tokens import PushError, known_secrets, scrub
@@ -61,23 +61,6 @@ def default_export_dir(source: ModelSource) -> str:
     return source.model_dir.rstrip(os.sep) + "-" + EXPORT_DIR
 
 
-def _check_export_dir(export_dir: str, source: ModelSource) -> str:
-    export_dir = os.path.abspath(export_dir)
-    protected = [source.model_dir] + ([source.run_dir] if source.run_dir else [])
-    for folder in protected:
-        real, target = os.path.realpath(folder), os.path.realpath(export_dir)
-        if target == real or real.startswith(target + os.sep):
-            raise BadInputError(
-                f"--export-dir {export_dir} would replace {folder}; choose a new folder (default: {EXPORT_DIR}/ in the run)"
-            )
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not is_export(export_dir):
-        raise BadInputError(
-            f"--export-dir {export_dir} exists and is not a vitzoo export; an export replaces its folder, "
-            "so choose a new or empty one"
-        )
-    return export_dir
-
-
 def _weight_files(model_dir: str) -> list[str]:
     names = sorted(os.listdir(model_dir))
     weights = [n for n in names if n.endswith(WEIGHT_SUFFIXES)]
@@ -109,10 +92,12 @@ def export_model(
     check_repo_id(repo_id)
     source = resolve_source(path)
     kind = detect_kind(source.meta)
-    target = _check_export_dir(os.fspath(export_dir) if export_dir else default_export_dir(source), source)
+    target = os.path.abspath(os.fspath(export_dir) if export_dir else default_export_dir(source))
+    # never over the model it reads, nor its run folder: the export is written as a whole folder
+    reading = [source.model_dir, *([source.run_dir] if source.run_dir else [])]
     secrets = known_secrets()
     card = render_card(source, repo_id, kind, secrets=secrets)
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, HUB_EXPORT, reading=reading, option="--export-dir") as tmp:
         for name in _weight_files(source.model_dir):
             _link_or_copy(os.path.join(source.model_dir, name), os.path.join(tmp, name))
         with open(os.path.join(tmp, "config.json"), "w") as handle:

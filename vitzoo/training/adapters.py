@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from vitzoo.errors import BadInputError
+from vitzoo.io import FolderKind, atomic_directory
 from vitzoo.training.distributed import full_state_dict
 
 if TYPE_CHECKING:
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
 
 INSTALL = 'pip install "vitzoo[peft]"'
 ADAPTER_DIR = "adapter"
+# PEFT's files, in the adapter/ of a run folder vitzoo holds (PEFT writes no marker of vitzoo's)
+ADAPTER_FOLDER = FolderKind("LoRA adapter folder", ("adapter_config.json", "adapter_model.safetensors", "README.md"),
+                            lambda folder: os.path.isfile(os.path.join(folder, "adapter_config.json")))
 NAME = "default"  # PEFT's adapter name
 PREFIX = "base_model.model."  # what PeftModel puts before the wrapped model's names
 LORA_DEFAULTS = {"lora_rank": 8, "lora_alpha": 16.0, "lora_dropout": 0.0, "lora_targets": None}
@@ -145,13 +150,11 @@ class Adapter:
              extra_metadata: dict[str, Any] | None = None) -> None:
         """model/ (merged) and adapter/ from `module`, the wrapped model or its EMA (gathered from every
         process under FSDP: every process must call this)."""
-        from vitzoo.io import atomic_directory
-
         unwrapped = accelerator.unwrap_model(module, keep_torch_compile=False)
         state = {key.replace("_orig_mod.", ""): value.detach().cpu() for key, value in full_state_dict(unwrapped).items()}
         if accelerator.is_main_process:
             self.shell.save_pretrained(model_dir, extra_metadata=extra_metadata, state_dict=self.merge(state))
-            with atomic_directory(adapter_dir) as scratch:
+            with atomic_directory(adapter_dir, ADAPTER_FOLDER) as scratch:
                 unwrapped.save_pretrained(scratch, state_dict=state)
         accelerator.wait_for_everyone()
 

@@ -22,7 +22,6 @@ previous checkpoints untouched (and the scratch folder is removed); only the new
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -44,7 +43,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from vitzoo.errors import BadInputError, VitzooError
+from vitzoo.errors import BadInputError, DiskFullError
+from vitzoo.io import disk_full
 from vitzoo.training.distributed import full_state_dict, is_sharded
 
 CHECKPOINTS = "checkpoints"
@@ -63,10 +63,6 @@ _WHOLE_OPTIMIZER_IN = StateDictOptions(full_state_dict=True, strict=False)
 
 class CheckpointError(BadInputError):
     """A checkpoint that cannot be resumed: broken, or made for another model."""
-
-
-class DiskFullError(VitzooError):
-    """The disk filled up while saving; the previous checkpoint is intact."""
 
 
 @dataclasses.dataclass
@@ -181,7 +177,7 @@ def save_checkpoint(
             with open(os.path.join(scratch, STATE_FILE), "w") as handle:
                 json.dump(state.to_dict(), handle, indent=2)
     except (OSError, RuntimeError, SafetensorError) as error:
-        if not _disk_full(error):
+        if not disk_full(error):
             raise
         failure[0] = 1
     if float(accelerator.reduce(failure, reduction="sum")[0]):
@@ -207,14 +203,6 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def _disk_full(error: BaseException) -> bool:
-    """Whether `error` says the disk (or the quota) is full: an OSError, or the text torch's and
-    safetensors' writers turn it into."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return any(sign in str(error) for sign in ("No space left", "StorageFull", "code: 28", "unexpected pos"))
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
