@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from recipe_runs import ARCH
+from recipe_runs import ARCH, COMMON
 from test_faults import one_line_error
 
 import vitzoo
@@ -181,6 +181,28 @@ def test_atomic_write_bytes_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypa
     with pytest.raises(DiskFullError, match="results.json: its previous content is intact"):
         atomic_write_bytes(str(path), b"new")
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_curves_png_on_a_full_disk_never_stops_the_run(tmp_path, monkeypatch, capsys):
+    import vitzoo.io
+
+    real = vitzoo.io.atomic_write_bytes
+
+    def full_for_curves(path, data):
+        if path.endswith("curves.png"):
+            raise DiskFullError(f"no space left on device while writing {path}: nothing was written there")
+        return real(path, data)
+
+    monkeypatch.setattr(vitzoo.io, "atomic_write_bytes", full_for_curves)
+    run = tmp_path / "run"
+    assert cli(["finetune", "--model", "deit-tiny", *COMMON, "--max-train-samples", "32", "--max-eval-samples", "16",
+                "--epochs", "1", "--output-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: curves.png not updated")]
+    assert len(warnings) == 1, out  # drawn after the evaluation and at the end: said once
+    assert "no space left on device" in warnings[0] and "the run goes on without it" in warnings[0]
+    assert os.path.isfile(run / "results.json") and sorted(os.listdir(run / "model")) == MODEL_FILES
+    assert not os.path.exists(run / "curves.png")
 
 
 # --------------------------------------------------------------------------- a run's model/

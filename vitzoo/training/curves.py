@@ -7,19 +7,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitzoo.errors import DiskFullError
 from vitzoo.training.objective import Callback, Context
 
 CURVES = "curves.png"
 
 
 class Curves(Callback):
-    """Draws curves.png on the main process (matplotlib, a fraction of a second per evaluation)."""
+    """Draws curves.png on the main process (matplotlib, a fraction of a second per evaluation).
+
+    The figure is not essential: a failed write (a full disk, a read-only file) is a warning, once per
+    run, and the run goes on; the previous figure is intact (it is replaced by a rename)."""
+
+    def __init__(self) -> None:
+        self.warned = False
 
     def _draw(self, context: Context) -> None:
         if context.accelerator.is_main_process:
             from vitzoo.plots import save_run_curves
 
-            save_run_curves(context.run.file(CURVES), [("run", context.run.events())])
+            path = context.run.file(CURVES)
+            try:
+                save_run_curves(path, [("run", context.run.events())])
+            except (OSError, DiskFullError) as error:
+                if not self.warned:
+                    print(f"warning: {CURVES} not updated: {error}; the run goes on without it", flush=True)
+                    self.warned = True
 
     def on_evaluate(self, context: Context, metrics: dict[str, Any]) -> None:
         self._draw(context)
