@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 from urllib.parse import urlparse
 
 from huggingface_hub import constants, try_to_load_from_cache
 
-from vitzoo.errors import WeightsNotFoundError
+from vitzoo.errors import BadInputError, WeightsNotFoundError
 
 
 def cache_dir() -> str:
@@ -27,9 +28,14 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def is_cached(repo_id: str, filename: str = "config.json", revision: str | None = None) -> bool:
+def cached_file(repo_id: str, filename: str = "config.json", revision: str | None = None) -> str | None:
+    """The path of `filename` of `repo_id` in the local Hub cache, or None when it is not there."""
     found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir(), revision=revision)
-    return isinstance(found, str)
+    return found if isinstance(found, str) else None
+
+
+def is_cached(repo_id: str, filename: str = "config.json", revision: str | None = None) -> bool:
+    return cached_file(repo_id, filename, revision) is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -98,3 +104,60 @@ def ensure_weights(repo_id: str, what: str, revision: str | None = None) -> None
         return
     raise weights_not_found(repo_id, what, revision,
                             cause=f"its config.json is cached, but no weights file ({names}): an interrupted download?")
+
+
+def local_weights(repo_id: str, revision: str | None = None) -> str | None:
+    """The local weights file the loaders will read for a folder or a cached repository, checked by
+    `check_weights_file`: the first of `WEIGHT_FILES` there, so safetensors before a pickle, as
+    transformers and timm choose. None when none is local (the loaders download it)."""
+    for name in WEIGHT_FILES:
+        path = os.path.join(repo_id, name) if os.path.isdir(repo_id) else cached_file(repo_id, name, revision)
+        if path is not None and os.path.isfile(path):
+            check_weights_file(path)
+            return path
+    return None
+
+
+def check_weights_file(path: str) -> None:
+    """Refuse, naming it, a weights file that cannot be read whole, or a pickle that holds more than tensors.
+
+    A safetensors file's header is checked against the file's size (a truncated file fails here). A pickle
+    (`pytorch_model.bin`) is opened with `torch.load(weights_only=True)` onto the meta device: torch's
+    unpickler that builds only tensors and plain containers, so a crafted file never runs code, and no
+    tensor data is read. It is the same loader transformers and timm then read the file with; torch
+    before 2.6 is refused, as transformers refuses it, since its weights_only could be bypassed
+    (CVE-2025-32434). The shards behind an index file are left to the loaders."""
+    import pickle
+
+    import torch
+    from packaging.version import Version
+    from safetensors import SafetensorError, safe_open
+
+    again = "a truncated download or copy? Download or copy it again, or save the model again"
+    if path.endswith(".index.json"):
+        return
+    if path.endswith(".safetensors"):
+        try:
+            with safe_open(path, framework="pt"):
+                return
+        except (SafetensorError, OSError) as error:
+            raise BadInputError(f"{path} is damaged ({_first_sentence(error)}): {again}") from None
+    if Version(torch.__version__).release < (2, 6):
+        raise BadInputError(f"{path} is a pickle, and reading one safely needs torch 2.6 or later (CVE-2025-32434), "
+                            f"this is torch {torch.__version__}: upgrade torch, or use a copy saved as model.safetensors")
+    try:
+        torch.load(path, map_location="meta", weights_only=True)
+    except pickle.UnpicklingError as error:
+        needs = re.search(r"GLOBAL (\S+)", str(error))
+        raise BadInputError(
+            f"{path} was not loaded: it is a pickle that needs {needs.group(1) if needs else 'objects other than tensors'} "
+            "to load, and vitzoo reads pickled weights only with torch.load(weights_only=True), which builds tensors "
+            "and plain containers alone; use a copy saved as model.safetensors"
+        ) from None
+    except Exception as error:  # a damaged pickle raises what its bytes happen to trigger: EOFError, KeyError, RuntimeError...
+        raise BadInputError(f"{path} cannot be read as PyTorch weights ({type(error).__name__}: "
+                            f"{_first_sentence(error)}): {again}") from None
+
+
+def _first_sentence(error: BaseException) -> str:
+    return str(error).strip().split("\n")[0].split(". ")[0] or type(error).__name__

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from vitzoo import registry
+from vitzoo import hub, registry
 from vitzoo.backends import hf_backend, timm_backend
 from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.families.base import check_task
 from vitzoo.images import Preprocessor, preprocessing_from_image_processor
-from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory
+from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory, read_json
 from vitzoo.precision import autocast, dtype_name, resolve_precision
 from vitzoo.registry import ModelSpec, Preprocessing, get_family
 
@@ -61,6 +61,16 @@ class _Source:
     task: str | None = None  # the task saved in a folder, if any
     folder_kind: str | None = None  # "transformers" | "timm" for folders
     id2label: dict[int, str] | None = None  # label names saved in a folder's vitzoo.json
+    config: dict[str, Any] | None = None  # a folder's config.json
+
+
+def _read_model_json(path: str) -> dict[str, Any]:
+    """A model folder's JSON file (config.json, vitzoo.json...) as a dict, or one line naming it."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path} must hold a JSON object, not a {type(data).__name__}; restore it from where the "
+                            "model came from, or save the model again")
+    return data
 
 
 def _folder_source(path: str, backend: str | None) -> _Source:
@@ -73,24 +83,28 @@ def _folder_source(path: str, backend: str | None) -> _Source:
             f"{path} has no config.json, so it is not a saved model folder. "
             "Pass the folder written by save_pretrained / a vitzoo run's model/ folder, or a registry name."
         )
-    with open(config_path) as handle:
-        config = json.load(handle)
-    meta: dict[str, Any] = {}
-    if os.path.isfile(os.path.join(path, VITZOO_FILE)):
-        with open(os.path.join(path, VITZOO_FILE)) as handle:
-            meta = json.load(handle)
-    if timm_backend.is_timm_folder(path):
-        arch = config["architecture"]
-        spec = ModelSpec.from_dict(meta["spec"]) if "spec" in meta else _timm_only_spec(arch)
-        labels = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+    config = _read_model_json(config_path)
+    if not (timm_backend.is_timm_config(config) or config.get("model_type")):
+        raise BadInputError(
+            f"{config_path} names no model_type (a transformers model) and no architecture (a timm model), so it is not "
+            "a saved model's config; restore it from where the model came from, or save the model again")
+    meta_path = os.path.join(path, VITZOO_FILE)
+    meta = _read_model_json(meta_path) if os.path.isfile(meta_path) else {}
+    try:
+        spec = ModelSpec.from_dict(meta["spec"]) if "spec" in meta else None
+        labels = {int(k): str(v) for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise BadInputError(
+            f"{meta_path} does not describe a model ({type(error).__name__}: {error}); restore it, or delete it to load "
+            "the folder from config.json alone") from None
+    if timm_backend.is_timm_config(config):
+        spec = spec or _timm_only_spec(config["architecture"])
         if labels is None and config.get("num_classes"):
             labels = resolve_labels(config["num_classes"], config.get("label_names"))
-        return _Source(spec, "timm", path, meta.get("task"), "timm", labels)
+        return _Source(spec, "timm", path, meta.get("task"), "timm", labels, config)
     if backend == "timm":
         raise BadInputError(f"{path} holds a transformers model; load it with backend='transformers'.")
-    if "spec" in meta:
-        spec = ModelSpec.from_dict(meta["spec"])
-    else:
+    if spec is None:
         # a folder saved without vitzoo.json: the family that claims its transformers model_type
         family = registry.family_for_model_type(config.get("model_type", ""))
         if family is None:
@@ -109,8 +123,7 @@ def _spec_from_transformers_folder(path: str, family_name: str, config: dict[str
     arch = family.architecture_from_config(AutoConfig.from_pretrained(path))
     prep_path = os.path.join(path, "preprocessor_config.json")
     if os.path.isfile(prep_path):
-        with open(prep_path) as handle:
-            preprocessing = preprocessing_from_image_processor(json.load(handle))
+        preprocessing = preprocessing_from_image_processor(_read_model_json(prep_path))
     else:
         preprocessing = Preprocessing(resize_size=arch.image_size)
     return ModelSpec(
@@ -301,13 +314,13 @@ def _load_timm(
     checkpoint = None
     arch = spec.timm_name or spec.name
     if source.folder_kind == "timm":
-        with open(os.path.join(source.location, "config.json")) as handle:
-            folder_config = json.load(handle)
-        arch = folder_config["architecture"]
+        arch = source.config["architecture"]
         # the folder's own architecture arguments (e.g. BEiT's shared relative position bias) win
-        model_args = {k: v for k, v in folder_config.get("model_args", {}).items() if k != "num_classes"}
+        model_args = {k: v for k, v in source.config.get("model_args", {}).items() if k != "num_classes"}
         overrides = {**model_args, **overrides}
-        checkpoint = os.path.join(source.location, "model.safetensors")
+        if pretrained:
+            hub.ensure_weights(source.location, spec.name)
+            checkpoint = hub.local_weights(source.location)
     if task == "classification":
         num_classes = len(labels) if labels is not None else spec.num_classes
         if num_classes == 0:

@@ -110,6 +110,7 @@ def load(
     cls = family.transformers_class(spec, task)
     checkpoint_config = load_config(source, spec, revision)
     hub.ensure_weights(source, spec.name, revision)
+    hub.local_weights(source, revision)  # a damaged file, or a pickle of more than tensors: one line naming it
     config = family.config_for_task(copy.deepcopy(checkpoint_config), task)
     new_head = id2label is not None and task == "classification"
     if new_head:

@@ -7,8 +7,8 @@ pinned to the spec's, so the registry stays the one source of truth for both lib
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import timm
@@ -16,6 +16,7 @@ import torch
 
 from vitzoo import hub
 from vitzoo.errors import BadInputError, UnknownModelError
+from vitzoo.io import read_json
 from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_family
 
 # transformers-style override names (as `--config-overrides` takes them) to timm arguments
@@ -32,13 +33,17 @@ def is_timm_name(name: str) -> bool:
     return timm.is_model(name.split(".")[0])
 
 
+def is_timm_config(config: Mapping[str, Any]) -> bool:
+    """Whether a model folder's config.json is timm's (an architecture, no transformers model_type)."""
+    return "architecture" in config and "model_type" not in config
+
+
 def is_timm_folder(path: str) -> bool:
     config = os.path.join(path, "config.json")
     if not os.path.isfile(config):
         return False
-    with open(config) as handle:
-        data = json.load(handle)
-    return "architecture" in data and "model_type" not in data
+    data = read_json(config)
+    return isinstance(data, dict) and is_timm_config(data)
 
 
 def timm_overrides(overrides: dict[str, Any], spec_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +89,7 @@ def create(
             if not (hub.is_cached(repo, "model.safetensors") or hub.is_cached(repo, "pytorch_model.bin")):
                 if not hub.hub_reachable():
                     raise hub.weights_not_found(repo, what, cause="neither model.safetensors nor pytorch_model.bin of it is cached")
+            hub.local_weights(repo)  # a damaged file, or a pickle of more than tensors: one line naming it
     # a saved folder holds its own head: tell timm so, or it drops a head of another size
     overlay = {"file": checkpoint_file, "num_classes": num_classes} if checkpoint_file else None
     try:
@@ -95,7 +101,7 @@ def create(
             raise UnknownModelError(f"unknown timm model {arch!r}: {error}") from None
         raise
     except OSError as error:
-        raise hub.weights_not_found(arch, arch, cause=str(error).splitlines()[0]) from None
+        raise hub.weights_not_found(arch, arch, cause=str(error).strip() or type(error).__name__) from None
 
 
 def is_vision_transformer(model: torch.nn.Module) -> bool:
