@@ -311,7 +311,7 @@ def test_dino_recipe_saves_a_backbone(tiny_hub, tmp_path):
     assert json.load(open(scored))["knn"]["20"]["accuracy"] == pytest.approx(knn[0], abs=1e-6)
     assert os.path.getsize(os.path.join(output, "dino_curves.png")) > 0
     zoo = vitzoo.load(os.path.join(output, "model"), task="features")
-    assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
+    assert zoo.features(torch.randn(2, 3, 16, 16)).shape == (2, 32)
 
 
 def launch_two_processes(output: str, *argv: str):
@@ -371,7 +371,7 @@ def test_two_process_dino(tmp_path):
     centres = [e["center_norm"] for e in events if "center_norm" in e]
     assert len(centres) == results["steps"] and centres[-1] != centres[0]
     zoo = vitzoo.load(os.path.join(output, "model"), task="features")
-    assert zoo.embed(torch.randn(2, 3, 16, 16)).shape == (2, 32)
+    assert zoo.features(torch.randn(2, 3, 16, 16)).shape == (2, 32)
 
 
 # --------------------------------------------------------------------------- cached teacher logits

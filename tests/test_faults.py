@@ -337,8 +337,8 @@ def test_predict_checks_its_arguments_and_float_pixels():
     with pytest.raises(vitzoo.BadInputError, match="batch_size must be a positive"):
         zoo.embed(images, batch_size=0)
     with pytest.raises(vitzoo.BadInputError, match="pass uint8 images"):
-        zoo.predict(images.float())  # 0..255 floats are not normalised pixels
-    assert len(zoo.predict(zoo.preprocess(list(images)))) == 3  # normalised floats are
+        zoo.predict(images.float())  # float pixels are values in [0, 1], never 0..255
+    assert zoo.predict(images.float() / 255) == zoo.predict(images)
 
 
 def test_predict_embed_and_attention_go_in_batches_with_the_same_results():

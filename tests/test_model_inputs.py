@@ -159,3 +159,50 @@ def test_pickles_need_a_torch_whose_weights_only_is_safe(saved, tmp_path, monkey
         vitzoo.load(folder)
 
 
+# --------------------------------------------------------------------------- images given to predict, embed, attention_maps
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float_pixels_are_always_values_in_0_1(saved, backend):
+    """A float batch, a list of float images and the same images as uint8 give the same results, at the model's
+    size or another (resized like any image)."""
+    zoo, _ = saved[backend]
+    for size in (16, 17):
+        uint8 = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8)
+        floats = uint8.float() / 255
+        expected = zoo.embed(uint8)
+        assert torch.equal(zoo.embed(floats), expected) and torch.equal(zoo.embed(list(floats)), expected)
+    assert torch.equal(zoo.embed(floats.permute(0, 2, 3, 1).numpy()), expected)  # a BxHxWxC array
+    assert torch.equal(zoo.attention_maps(floats), zoo.attention_maps(uint8))
+    assert zoo.predict(floats) == zoo.predict(uint8)
+    # normalised as preprocess does it: what logits, features and attention take
+    assert torch.equal(zoo.features(zoo.preprocess(floats)), expected)
+
+
+@pytest.mark.parametrize(("images", "said"), [
+    (torch.rand(2, 3, 16, 16) * 255, "got values in [0"),
+    (torch.randn(2, 3, 16, 16), "model.logits(pixel_values), model.features(...) or model.attention(...)"),
+    ([torch.rand(3, 16, 16), torch.full((3, 16, 16), -0.25)], "got values in [-0.25, -0.25]"),
+    (np.full((2, 16, 16, 3), 2.0, np.float32), "got values in [2, 2]"),
+    (torch.full((1, 3, 16, 16), float("nan")), "NaN or infinite"),
+    (torch.zeros(2, 2, 16, 16, dtype=torch.uint8), "1, 3 or 4 channels, got 2 (a tensor of shape (2, 16, 16), read as CxHxW)"),
+    (np.zeros((2, 16, 16, 2), np.uint8), "got 2 (an array of shape (16, 16, 2), read as HxWxC)"),
+])
+def test_images_that_are_not_pixels_are_one_line(saved, images, said):
+    zoo, _ = saved["transformers"]
+    for method in (zoo.predict, zoo.embed, zoo.attention_maps):
+        with pytest.raises(vitzoo.BadInputError) as error:
+            method(images)
+        assert said in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_images_give_empty_results(saved, backend):
+    zoo, _ = saved[backend]
+    dim = zoo.embed(np.zeros((16, 16, 3), np.uint8)).shape[-1]
+    maps = zoo.attention_maps(np.zeros((16, 16, 3), np.uint8)).shape[1:]
+    for empty in ([], (), torch.zeros(0, 3, 16, 16, dtype=torch.uint8), torch.zeros(0, 3, 16, 16)):
+        assert zoo.predict(empty) == []
+        vectors, attention = zoo.embed(empty), zoo.attention_maps(empty)
+        assert vectors.shape == (0, dim) and vectors.dtype == torch.float32 and vectors.device == zoo.device
+        assert attention.shape == (0, *maps)
+    with pytest.raises(vitzoo.BadInputError, match="at least one image"):
+        vitzoo.precision_agreement(zoo, [], "bf16")

@@ -74,7 +74,8 @@ def test_fp16_on_a_cpu_and_unknown_names_are_refused_by_name(tiny_hub):
 def test_fp32_is_bit_identical_to_the_forward_without_autocast(tiny_hub, sample_image):
     for name, backend in (("deit-small-distilled", "transformers"), ("beit-base", "transformers"), ("deit-small", "timm")):
         zoo = vitzoo.load(name, backend=backend, precision="fp32")
-        pixels = zoo.preprocess([sample_image, sample_image[::-1]])
+        images = [sample_image, sample_image[::-1]]
+        pixels = zoo.preprocess(images)
         with torch.no_grad():
             if backend == "timm":
                 logits = zoo.model(pixels)
@@ -83,11 +84,12 @@ def test_fp32_is_bit_identical_to_the_forward_without_autocast(tiny_hub, sample_
                 logits = zoo.model(pixel_values=pixels, **zoo.family.forward_kwargs(pixels, zoo.model.config)).logits
                 features = zoo.family.pool(zoo.family.encode(zoo.model.base_model, pixels), zoo.spec.architecture)
             assert torch.equal(zoo.logits(pixels), logits)
-            assert torch.equal(zoo.embed(pixels), features)
+            assert torch.equal(zoo.features(pixels), features)
+            assert torch.equal(zoo.embed(images), features)
             # fp32 means fp32 even inside a caller's bf16 autocast
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 assert torch.equal(zoo.logits(pixels), logits)
-        top = zoo.predict(pixels, top_k=1)
+        top = zoo.predict(images, top_k=1)
         assert [row[0]["score"] for row in top] == logits.softmax(dim=-1).max(dim=-1).values.tolist()
 
 
@@ -97,12 +99,12 @@ def test_every_precision_returns_fp32(tiny_hub, sample_image):
         bf16 = vitzoo.load(name, backend=backend, precision="bf16")
         pixels = fp32.preprocess([sample_image])
         with torch.no_grad():
-            for method in ("logits", "embed", "attention_maps"):
+            for method in ("logits", "features", "attention"):
                 lowered, reference = getattr(bf16, method)(pixels), getattr(fp32, method)(pixels)
                 assert lowered.dtype == torch.float32, (backend, method)
                 assert not torch.equal(lowered, reference), (backend, method)  # computed in bf16 all the same
                 torch.testing.assert_close(lowered, reference, atol=0.05, rtol=0.05)
-        assert isinstance(bf16.predict(pixels)[0][0]["score"], float)
+        assert isinstance(bf16.predict([sample_image])[0][0]["score"], float)
 
 
 def test_a_trained_classifier_keeps_its_top1_answers_in_bf16(tmp_path, capsys):

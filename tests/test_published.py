@@ -161,7 +161,7 @@ def test_new_families_pool_and_attend_as_their_papers(tiny_hub, name):
         torch.testing.assert_close(family.patch_attention(attention, prefix), expected)
         # ... and what ZooModel computes with them (in its default precision: bf16 on some CPUs)
         torch.testing.assert_close(zoo.features(pixels), _reference_pooling(name, hidden), atol=3e-2, rtol=3e-2)
-        torch.testing.assert_close(zoo.attention_maps(pixels).flatten(2), expected, atol=1e-2, rtol=5e-2)
+        torch.testing.assert_close(zoo.attention(pixels).flatten(2), expected, atol=1e-2, rtol=5e-2)
 
 
 def test_dinov3_needs_no_position_interpolation(tiny_hub):
@@ -173,7 +173,7 @@ def test_dinov3_needs_no_position_interpolation(tiny_hub):
     pixels = torch.randn(2, 3, 24, 24)
     timm_zoo = vitzoo.load("dinov3-vits16", backend="timm", image_size=24)
     assert bigger.features(pixels).shape == timm_zoo.features(pixels).shape == (2, 32)
-    assert bigger.attention_maps(pixels).shape == timm_zoo.attention_maps(pixels).shape == (2, 2, 6, 6)
+    assert bigger.attention(pixels).shape == timm_zoo.attention(pixels).shape == (2, 2, 6, 6)
 
 
 def test_ijepa_timm_weights_come_from_torchs_hub_cache(tiny_hub):

@@ -228,8 +228,8 @@ def test_self_supervised_encoder_without_results(tmp_path):
     plain = transformers.AutoModel.from_pretrained(export).eval()
     pixels = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        assert torch.allclose(plain(pixel_values=pixels).last_hidden_state[:, 0], zoo.embed(pixels), atol=1e-6)
-        assert torch.equal(vitzoo.load(export, precision="fp32").embed(pixels), zoo.embed(pixels))
+        assert torch.allclose(plain(pixel_values=pixels).last_hidden_state[:, 0], zoo.features(pixels), atol=1e-6)
+        assert torch.equal(vitzoo.load(export, precision="fp32").features(pixels), zoo.features(pixels))
 
 
 def test_dino_self_distillation_and_mae_pretraining_are_encoders(tmp_path):

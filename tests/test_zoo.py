@@ -123,7 +123,7 @@ def test_family_pooling_conventions(tiny_hub, images):
     pixels = distilled.preprocess(images)
     with torch.inference_mode():
         hidden = distilled.model.deit(pixel_values=pixels).last_hidden_state
-        assert torch.allclose(distilled.embed(pixels), (hidden[:, 0] + hidden[:, 1]) / 2)
+        assert torch.allclose(distilled.features(pixels), (hidden[:, 0] + hidden[:, 1]) / 2)
         # its classification averages the class and distillation heads, as DeiT does
         out = distilled.model(pixel_values=pixels)
         assert torch.allclose(distilled.logits(pixels), (out.cls_logits + out.distillation_logits) / 2)
@@ -133,7 +133,7 @@ def test_family_pooling_conventions(tiny_hub, images):
     with torch.inference_mode():
         hidden = beit.model.beit(pixel_values=pixels).last_hidden_state
         norm = beit.model.beit.pooler.layernorm
-        assert torch.allclose(beit.embed(pixels), norm(hidden[:, 1:].mean(dim=1)), atol=1e-6)
+        assert torch.allclose(beit.features(pixels), norm(hidden[:, 1:].mean(dim=1)), atol=1e-6)
 
 
 def test_mae_features_use_every_patch_in_order(tiny_hub, images):
@@ -141,13 +141,13 @@ def test_mae_features_use_every_patch_in_order(tiny_hub, images):
     ViT classifier (a second implementation) gives the same CLS embedding."""
     mae = vitzoo.load("mae-base")
     pixels = mae.preprocess(images)
-    first, second = mae.embed(pixels), mae.embed(pixels)
+    first, second = mae.features(pixels), mae.features(pixels)
     assert torch.equal(first, second)
     classifier = vitzoo.load("mae-base", num_labels=2)
     assert type(classifier.model).__name__ == "ViTForImageClassification"
-    assert torch.allclose(classifier.embed(pixels), first, atol=1e-5)
+    assert torch.allclose(classifier.features(pixels), first, atol=1e-5)
     pretraining = vitzoo.load("mae-base", task="pretraining")
-    assert torch.allclose(pretraining.embed(pixels), first, atol=1e-5)
+    assert torch.allclose(pretraining.features(pixels), first, atol=1e-5)
     assert pretraining.model.config.mask_ratio == 0.75  # untouched for pretraining
 
 

@@ -8,6 +8,7 @@ and normalisation is one fused op on the whole batch.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,29 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
+def is_float_pixels(images: Any) -> bool:
+    """Whether `images` is a float tensor or array: pixels in [0, 1], whatever its shape."""
+    if isinstance(images, torch.Tensor):
+        return images.is_floating_point()
+    return isinstance(images, np.ndarray) and np.issubdtype(images.dtype, np.floating)
+
+
+def check_float_pixels(pixels: np.ndarray | torch.Tensor) -> None:
+    """Refuse float pixels outside [0, 1]: floats are always pixel values, never a normalised batch, so
+    0..255 floats or an already-normalised tensor are named, with what to pass instead."""
+    if math.prod(pixels.shape) == 0:
+        return
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise BadInputError("float pixels hold NaN or infinite values; pass uint8 images (0..255) or floats in [0, 1]")
+    if low < 0 or high > 1:
+        raise BadInputError(
+            f"float pixels must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]; pass uint8 images (0..255) or "
+            "floats in [0, 1] (an already-normalised batch goes to model.logits(pixel_values), model.features(...) or "
+            "model.attention(...) directly)"
+        )
+
+
 def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
@@ -74,13 +98,7 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise BadInputError("image array holds NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise BadInputError(
-                f"float image values must lie in [0, 1], got [{array.min():.3g}, {array.max():.3g}]; "
-                "pass uint8 pixels or scale to [0, 1]"
-            )
+        check_float_pixels(array)
         return (array * 255.0 + 0.5).astype(np.uint8)
     if np.issubdtype(array.dtype, np.integer):
         if array.min() < 0 or array.max() > 255:
@@ -89,11 +107,12 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     raise BadInputError(f"unsupported image array dtype {array.dtype}")
 
 
-def _hwc_to_rgb(array: np.ndarray) -> np.ndarray:
+def _hwc_to_rgb(array: np.ndarray, described: str) -> np.ndarray:
+    """`array` (HxW or HxWxC) as HxWx3; `described` names the input as the user gave it, for errors."""
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
-        raise BadInputError(f"an image array must be HxW or HxWxC, got shape {tuple(array.shape)}")
+        raise BadInputError(f"an image must be one picture, got {described}")
     channels = array.shape[2]
     if channels == 1:
         return np.repeat(array, 3, axis=2)
@@ -101,33 +120,39 @@ def _hwc_to_rgb(array: np.ndarray) -> np.ndarray:
         return array
     if channels == 4:
         return array[:, :, :3]  # drop alpha, as PIL's convert("RGB") does
-    raise BadInputError(f"an image must have 1, 3 or 4 channels, got {channels}")
+    raise BadInputError(f"an image must have 1, 3 or 4 channels, got {channels} ({described})")
 
 
 def to_uint8_rgb(image: Any) -> torch.Tensor:
     """One image of any supported kind as a 3xHxW uint8 RGB tensor.
 
     Accepts a file path, a PIL image (any mode: grayscale, RGBA, CMYK, 16-bit...), a numpy array
-    (HxW, HxWxC; uint8, uint16, bool, or float in [0, 1]) or a torch tensor (CxHxW or HxW, same
-    dtypes).
+    (HxW, HxWxC; uint8, uint16, bool, or float in [0, 1]) or a torch tensor (CxHxW, HxW, or HxWxC
+    when its first dimension is over 4; same dtypes). Floats are pixel values in [0, 1], always.
     """
     if isinstance(image, (str, os.PathLike)):
         image = open_image(image)
     if isinstance(image, Image.Image):
         array = _pil_to_array(image)
+        described = f"a PIL image of mode {image.mode}"
     elif isinstance(image, np.ndarray):
         array = _array_to_uint8(image)
+        described = f"an array of shape {tuple(image.shape)}, read as HxWxC"
     elif isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
-        if tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4):
+        if tensor.is_floating_point():
+            tensor = tensor.float()  # numpy has no bfloat16
+        described = f"a tensor of shape {tuple(tensor.shape)}, read as HxWxC"
+        if tensor.ndim == 3 and tensor.shape[0] <= 4:
             tensor = tensor.permute(1, 2, 0)
+            described = f"a tensor of shape {tuple(image.shape)}, read as CxHxW"
         array = _array_to_uint8(tensor.numpy())
     else:
         raise BadInputError(
             f"cannot use an object of type {type(image).__name__} as an image; "
             "pass a path, a PIL image, a numpy array or a tensor"
         )
-    array = _hwc_to_rgb(array)
+    array = _hwc_to_rgb(array, described)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise BadInputError("image has zero width or height")
     if not array.flags.writeable or not array.flags.c_contiguous:
@@ -186,7 +211,9 @@ class Preprocessor:
         Images are decoded on the host; on a GPU only their uint8 pixels travel, and resizing,
         cropping and normalising run there, as a batch when the images share a size.
         """
-        if not isinstance(images, (list, tuple)):
+        if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+            images = list(images)  # a batch: BxCxHxW tensor, BxHxWxC array
+        elif not isinstance(images, (list, tuple)):
             images = [images]
         if len(images) == 0:
             raise BadInputError("no images given")

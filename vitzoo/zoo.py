@@ -16,7 +16,7 @@ from vitzoo import hub, registry
 from vitzoo.backends import hf_backend, timm_backend
 from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.families.base import check_task
-from vitzoo.images import Preprocessor, preprocessing_from_image_processor
+from vitzoo.images import Preprocessor, check_float_pixels, is_float_pixels, preprocessing_from_image_processor
 from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory, read_json
 from vitzoo.precision import autocast, dtype_name, resolve_precision
 from vitzoo.registry import ModelSpec, Preprocessing, get_family
@@ -431,46 +431,29 @@ class ZooModel:
 
     # ------------------------------------------------------------------ inference
     def preprocess(self, images: Any) -> torch.Tensor:
-        """Images of any kind, size and mode to a normalised float batch (Bx3xSxS) on the model's device."""
+        """Images of any kind, size and mode to a normalised float batch (Bx3xSxS) on the model's device.
+
+        What `predict`, `embed` and `attention_maps` take: a path, a PIL image, a numpy array or tensor
+        of one image, a list of these, or a batch (a BxCxHxW tensor, a BxHxWxC array). Integer pixels
+        are 0..255 (uint16: 0..65535); float pixels, in a tensor or array of any shape, are always
+        values in [0, 1] and are resized and normalised like any image, so a float batch and the same
+        images as uint8 give the same result. A tensor that is already normalised is no image: pass it
+        to `logits`, `features` or `attention` instead.
+        """
         return self.preprocessor(images, device=self.device)
 
-    def _as_batch(self, images: Any) -> torch.Tensor:
-        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point():
-            self._check_normalised(images)
-            return images  # already preprocessed
-        return self.preprocess(images)
-
-    def _check_normalised(self, pixels: torch.Tensor) -> None:
-        """A float batch is taken as preprocessed pixels: refuse one whose values lie far outside what
-        normalising [0, 1] pixels with this checkpoint's mean and std gives (such as 0..255 pixel values);
-        within a wide margin, since random or augmented inputs overshoot that range."""
-        mean = torch.tensor(self.spec.preprocessing.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.spec.preprocessing.std).view(1, 3, 1, 1)
-        low, high = float((-mean / std).min()), float(((1 - mean) / std).max())
-        seen_low, seen_high = float(pixels.amin()), float(pixels.amax())
-        if seen_low < low - 10 or seen_high > high + 10:  # far outside: pixel values (0..255), not a normalised batch
-            raise BadInputError(
-                f"a float tensor is taken as normalised pixels (about [{low:.2f}, {high:.2f}] for {self.spec.name}), but "
-                f"its values span [{seen_low:.3g}, {seen_high:.3g}]; pass uint8 images (0..255), PIL images or paths, "
-                "or normalise with model.preprocess first")
-
     def _chunks(self, images: Any, batch_size: int) -> Iterator[Any]:
-        """`images` in groups of at most `batch_size`, so memory stays flat in the number of images."""
+        """`images` in groups of at most `batch_size`, so memory stays flat in the number of images; none
+        for an empty list or batch. Float pixels are checked whole first, before any forward pass."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise BadInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
-            items: Sequence[Any] = images
-        elif isinstance(images, (list, tuple)):
-            if not images:
-                raise BadInputError("no images given")
-            items = images
+        if is_float_pixels(images):
+            check_float_pixels(images)
+        if isinstance(images, (list, tuple)) or (isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4):
+            for start in range(0, len(images), batch_size):
+                yield images[start : start + batch_size]
         else:
             yield images
-            return
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            floating = isinstance(chunk, torch.Tensor) and chunk.is_floating_point()
-            yield chunk if floating else list(chunk)
 
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Class scores (fp32) for a preprocessed batch (for distilled DeiT: both heads averaged)."""
@@ -500,13 +483,14 @@ class ZooModel:
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
     def predict(self, images: Any, top_k: int = 5, batch_size: int = 32) -> list[list[dict[str, Any]]]:
-        """Top-k labels with probabilities, one list per image; `batch_size` images per forward pass."""
+        """Top-k labels with probabilities, one list per image (none for no images); `batch_size` images
+        per forward pass. `images` as `preprocess` takes them: float pixels are values in [0, 1]."""
         if not isinstance(top_k, int) or top_k < 1:
             raise BadInputError(f"top_k must be a positive integer, got {top_k!r}")
         labels = self.id2label or {}
         results: list[list[dict[str, Any]]] = []
         for chunk in self._chunks(images, batch_size):
-            probabilities = self.logits(self._as_batch(chunk)).softmax(dim=-1)
+            probabilities = self.logits(self.preprocess(chunk)).softmax(dim=-1)
             scores, indices = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
             results.extend(
                 [{"label": labels.get(int(i), f"LABEL_{int(i)}"), "index": int(i), "score": float(s)}
@@ -518,15 +502,30 @@ class ZooModel:
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
     def embed(self, images: Any, batch_size: int = 32) -> torch.Tensor:
         """One vector per image (CLS for ViT/DeiT/DINO/MAE/DINOv2, mean of patches for BEiT,
-        mean of CLS and distillation tokens for distilled DeiT); `batch_size` images per forward pass."""
-        return torch.cat([self.features(self._as_batch(chunk)) for chunk in self._chunks(images, batch_size)])
+        mean of CLS and distillation tokens for distilled DeiT), B x dim (0 x dim for no images);
+        `batch_size` images per forward pass. `images` as `preprocess` takes them: float pixels are
+        values in [0, 1]; `features` takes an already-normalised batch."""
+        vectors = [self.features(self.preprocess(chunk)) for chunk in self._chunks(images, batch_size)]
+        return torch.cat(vectors) if vectors else torch.empty(0, self._embedding_size(), device=self.device)
 
     @torch.no_grad()  # not inference_mode: BEiT caches index tensors that training reuses later
     def attention_maps(self, images: Any, batch_size: int = 32) -> torch.Tensor:
-        """Last-layer attention of the CLS token to every patch, per head: B x heads x H/p x W/p."""
-        return torch.cat([self._attention_maps(self._as_batch(chunk)) for chunk in self._chunks(images, batch_size)])
+        """Last-layer attention of the CLS token to every patch, per head: B x heads x H/p x W/p (B = 0
+        for no images). `images` as `preprocess` takes them: float pixels are values in [0, 1];
+        `attention` takes an already-normalised batch."""
+        maps = [self.attention(self.preprocess(chunk)) for chunk in self._chunks(images, batch_size)]
+        if maps:
+            return torch.cat(maps)
+        grid = self.image_size // self.spec.architecture.patch_size
+        return torch.empty(0, self.spec.architecture.num_heads, grid, grid, device=self.device)
 
-    def _attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def _embedding_size(self) -> int:
+        if self.backend == "timm":
+            return self.model.num_features
+        return self.spec.architecture.hidden_size
+
+    def attention(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`attention_maps` (fp32) of a preprocessed batch."""
         pixel_values = pixel_values.to(self.device)
         prefix = self._num_prefix_tokens()
         with self._autocast():
@@ -687,7 +686,7 @@ def precision_agreement(zoo: ZooModel, images: Any, precision: str, batch_size: 
     logit_diff = embedding_diff = 0.0
     try:
         for chunk in zoo._chunks(images, batch_size):
-            pixels = zoo._as_batch(chunk)
+            pixels = zoo.preprocess(chunk)
             outputs = []
             for name in ("fp32", precision):
                 zoo.precision = name
@@ -700,6 +699,8 @@ def precision_agreement(zoo: ZooModel, images: Any, precision: str, batch_size: 
                 logit_diff = max(logit_diff, float((logits - reference_logits).abs().max()))
     finally:
         zoo.precision = kept
+    if not count:
+        raise BadInputError("precision_agreement needs at least one image")
     return PrecisionAgreement(
         precision=precision,
         compute_dtype=compute_dtype,
