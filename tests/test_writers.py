@@ -284,3 +284,30 @@ def test_export_refuses_another_vitzoo_folder_and_replaces_its_own(zoo, tmp_path
     again = publish.export_model(tmp_path / "model", "someone/y", tmp_path / "export")
     assert [name for name, _ in again.files] == [name for name, _ in first.files]
     assert sorted(os.listdir(tmp_path)) == ["export", "model", "other"]
+
+
+# --------------------------------------------------------------------------- vitzoo compare's run folders
+def test_compare_starts_a_run_of_other_settings_over_without_deleting_the_folder(tmp_path, monkeypatch):
+    """A run folder of other settings is trained again with --overwrite (the run folder clears its own run
+    files), not deleted whole: a file someone put there stays."""
+    from vitzoo.recipes import finetune
+
+    from vitzoo.compare.config import CompareConfig
+    from vitzoo.compare.runner import _finetune_one
+
+    calls = []
+
+    def train(arguments, callbacks):
+        calls.append((arguments.resume, arguments.overwrite))
+        return {"eval": {"accuracy": 0.5, "top5": 1.0}}
+
+    monkeypatch.setattr(finetune, "train", train)
+    config = CompareConfig(models=["deit-tiny"], dataset="digits", scratch=True, epochs=1, output_dir=str(tmp_path))
+    run_dir, _ = _finetune_one("deit-tiny", config, config.seed, None)
+    with open(os.path.join(run_dir, "notes.txt"), "w") as handle:
+        handle.write("mine")
+    _finetune_one("deit-tiny", config, config.seed, None)  # same settings, no results.json: resumed
+    config.epochs = 2
+    _finetune_one("deit-tiny", config, config.seed, None)
+    assert calls == [("auto", False), ("auto", False), (None, True)]
+    assert open(os.path.join(run_dir, "notes.txt")).read() == "mine"

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -287,9 +286,9 @@ def _finetune_one(name: str, config: CompareConfig, seed: int, steps: Any) -> tu
     wanted = {"model": name, **{key: value for key, value in config.settings().items()
                                 if key not in ("precision", "seeds")}, "seed": seed}
     results_file = os.path.join(run_dir, "results.json")
-    if os.path.isdir(run_dir) and _read_json(settings_file) != wanted:
-        shutil.rmtree(run_dir)  # a run of other settings: start over
-    results = _read_json(results_file)
+    # a run of other settings starts over: the run folder clears its own run files, never anything else there
+    fresh = os.path.isdir(run_dir) and _read_json(settings_file) != wanted
+    results = None if fresh else _read_json(results_file)
     if not (results and isinstance(results.get("eval"), dict) and "top5" in results["eval"]):
         os.makedirs(run_dir, exist_ok=True)
         atomic_write_json(settings_file, wanted)
@@ -300,7 +299,8 @@ def _finetune_one(name: str, config: CompareConfig, seed: int, steps: Any) -> tu
             epochs=config.epochs,
             batch_size=config.batch_size,
             seed=seed,
-            resume="auto",
+            resume=None if fresh else "auto",
+            overwrite=fresh,
             image_size=config.image_size,
             config_overrides=config.config_overrides if config.scratch else None,
             num_workers=config.num_workers,
@@ -315,7 +315,7 @@ def _finetune_one(name: str, config: CompareConfig, seed: int, steps: Any) -> tu
             arguments.learning_rate = config.learning_rate
         arguments.time_budget = config.training_budget(len(resolve_models(config.models)))
         with (
-            open(os.path.join(run_dir, "compare.log"), "a") as log,
+            open(os.path.join(run_dir, "compare.log"), "w" if fresh else "a") as log,
             contextlib.redirect_stdout(log),
             contextlib.redirect_stderr(log),
         ):
