@@ -159,6 +159,43 @@ def test_pickles_need_a_torch_whose_weights_only_is_safe(saved, tmp_path, monkey
         vitzoo.load(folder)
 
 
+# --------------------------------------------------------------------------- what names a model
+def test_a_model_named_by_neither_a_str_nor_a_path():
+    with pytest.raises(vitzoo.BadInputError, match="must be named by a str .* got int 123"):
+        vitzoo.load(123)
+
+
+def test_a_hub_id_not_in_the_cache_while_offline(capsys, tmp_path):
+    with pytest.raises(vitzoo.WeightsNotFoundError) as error:
+        vitzoo.load("someone/vit-nobody-cached")
+    message = str(error.value)
+    assert "not in the local Hub cache" in message and "HF_HUB_OFFLINE=1" in message
+    assert "`hf download someone/vit-nobody-cached`" in message and "local folder" in message
+    assert "HF_HUB_OFFLINE=1" in one_error_line(capsys, ["predict", "someone/vit-nobody-cached", photo(tmp_path)])
+    with pytest.raises(vitzoo.UnknownModelError, match="unknown model 'deit-smal'.*Did you mean: deit-small"):
+        vitzoo.load("deit-smal")  # not a Hub id: no slash
+
+
+def test_a_hub_id_in_the_cache_loads_and_its_damaged_weights_are_named(saved, tmp_path):
+    """A repository outside the registry, as `hf download` leaves it in the Hub cache (no vitzoo.json)."""
+    from tiny_hub import snapshot_dir
+
+    zoo, folder = saved["transformers"]
+    for repo, damaged in (("vitzoo-tests/cached-deit", False), ("vitzoo-tests/cached-deit-cut", True)):
+        snapshot = snapshot_dir(os.environ["HF_HUB_CACHE"], repo)
+        for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+            shutil.copy(os.path.join(folder, name), snapshot)
+        if damaged:
+            truncate(os.path.join(snapshot, "model.safetensors"))
+            with pytest.raises(vitzoo.BadInputError, match=f"{snapshot}/model.safetensors is damaged"):
+                vitzoo.load(repo)
+            continue
+        again = vitzoo.load(repo, precision="fp32")
+        assert again.spec.name == again.spec.hub_id == repo
+        pixels = torch.rand(2, 3, 16, 16)
+        assert torch.equal(again.logits(pixels), zoo.logits(pixels))
+
+
 # --------------------------------------------------------------------------- images given to predict, embed, attention_maps
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_float_pixels_are_always_values_in_0_1(saved, backend):

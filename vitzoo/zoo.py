@@ -14,10 +14,10 @@ import torch
 
 from vitzoo import hub, registry
 from vitzoo.backends import hf_backend, timm_backend
-from vitzoo.errors import BadInputError, UnknownModelError
+from vitzoo.errors import BadInputError, UnknownModelError, WeightsNotFoundError
 from vitzoo.families.base import check_task
 from vitzoo.images import Preprocessor, check_float_pixels, is_float_pixels, preprocessing_from_image_processor
-from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory, read_json
+from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory, is_local_path, read_json
 from vitzoo.precision import autocast, dtype_name, resolve_precision
 from vitzoo.registry import ModelSpec, Preprocessing, get_family
 
@@ -155,7 +155,7 @@ def _timm_only_spec(arch: str) -> ModelSpec:
     )
 
 
-def _resolve(name_or_path: str | os.PathLike, backend: str | None) -> _Source:
+def _resolve(name_or_path: str | os.PathLike, backend: str | None, revision: str | None) -> _Source:
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
         return _folder_source(name, backend)
@@ -171,12 +171,29 @@ def _resolve(name_or_path: str | os.PathLike, backend: str | None) -> _Source:
         if backend == "transformers":
             raise BadInputError(f"{name} is a timm model name; load it with backend='timm'.")
         return _Source(_timm_only_spec(name), "timm", name)
+    if name.count("/") == 1 and not is_local_path(name):
+        return _hub_source(name, backend, revision)
     close = registry.closest_names(name)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(
         f"unknown model {name!r}: not a registered name, a local folder, or a timm model.{hint} "
         "`vitzoo list` shows every registered name."
     )
+
+
+def _hub_source(repo_id: str, backend: str | None, revision: str | None) -> _Source:
+    """A Hub repository outside the registry, read from the local Hub cache like a folder (its snapshot)."""
+    config = hub.cached_file(repo_id, "config.json", revision)
+    if config is None:
+        where = ("and the Hub is offline (HF_HUB_OFFLINE=1 is set)" if hub.offline() else
+                 "and the Hub cannot be reached" if not hub.hub_reachable() else
+                 "(vitzoo reads a repository outside its registry from the cache only)")
+        raise WeightsNotFoundError(
+            f"{repo_id} is a Hub id that is not in the local Hub cache ({hub.cache_dir()}) {where}, and no folder of that "
+            f"name exists here; download it where the Hub is reachable (`hf download {repo_id}`), or pass a local folder")
+    source = _folder_source(os.path.dirname(config), backend)
+    source.spec = dataclasses.replace(source.spec, name=repo_id, hub_id=repo_id)
+    return source
 
 
 def check_device(device: str | torch.device | None) -> torch.device | None:
@@ -252,6 +269,9 @@ def load(
         >>> model = vitzoo.load("deit-small")  # doctest: +SKIP
         >>> model.predict("cat.jpg", top_k=5)  # doctest: +SKIP
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise BadInputError(f"the model must be named by a str (registry name, Hub id, folder or timm name) or a path, "
+                            f"got {type(name_or_path).__name__} {name_or_path!r}")
     if backend is not None and backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if task is not None:
@@ -260,7 +280,7 @@ def load(
         raise BadInputError(f"image_size must be a positive number of pixels, got {image_size!r}")
     device = check_device(device)
     resolve_precision(precision, device or "cpu")  # a bad precision is refused before anything loads
-    source = _resolve(name_or_path, backend)
+    source = _resolve(name_or_path, backend, revision)
     spec = source.spec
     labels = resolve_labels(num_labels, id2label)
     if labels is None and source.folder_kind == "timm":
