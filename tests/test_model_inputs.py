@@ -93,6 +93,14 @@ def test_a_damaged_model_folder_is_one_line_naming_the_file(saved, tmp_path, bac
     assert os.path.join(folder, name) in message and said in message and "\n" not in message
 
 
+def test_a_timm_folder_without_its_weights_file(saved, tmp_path):
+    """The same error as a transformers folder's (tests/test_zoo.py), before timm is handed any file."""
+    folder = copy_of(saved, "timm", tmp_path)
+    os.remove(os.path.join(folder, "model.safetensors"))
+    with pytest.raises(vitzoo.WeightsNotFoundError, match=f"{folder} has a config.json but no weights file"):
+        vitzoo.load(folder)
+
+
 def photo(tmp_path) -> str:
     from PIL import Image
 
