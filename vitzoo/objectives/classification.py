@@ -48,9 +48,10 @@ class Classification(Objective):
         return [sign] if sign else []
 
     def summary(self, results: dict[str, Any], model_dir: str) -> str:
-        best = results["eval"]
-        return (f"eval accuracy {best['accuracy']:.4f} (top-5 {best['top5']:.4f}, macro F1 {best['macro_f1']:.4f}), "
-                f"{self.speed(results)}, {results['wall_time_seconds'] / 60:.1f} min; model in {model_dir}")
+        best = results["eval"]  # None in the results.json of an older vitzoo's run that trained no step
+        scores = (f"eval accuracy {best['accuracy']:.4f} (top-5 {best['top5']:.4f}, macro F1 {best['macro_f1']:.4f})"
+                  if best else "not evaluated")
+        return f"{scores}, {self.speed(results)}, {results['wall_time_seconds'] / 60:.1f} min; model in {model_dir}"
 
     def speed(self, results: dict[str, Any]) -> str:
         return f"{results['train_images_per_second']:.1f} train images/s"

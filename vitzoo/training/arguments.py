@@ -113,7 +113,7 @@ class TrainingArguments:
     checkpoint_steps: int | None = arg(None, "save a resumable checkpoint every this many updates (always at each epoch end)")
     time_budget: str | None = arg(None, "train as many steps as fit in this wall time, e.g. 20m, 90s, 1h30m: the speed is measured over the first steps and the learning-rate schedule planned for exactly the steps that fit (evaluations and saving included); with --epochs, whichever ends first")
     stop_on_collapse: bool = arg(False, "end the run (evaluated, checkpointed, model/ kept) at the first sign of collapse or stall, which is otherwise only warned of (console, metrics.jsonl, results.json), from the 50th update on: DINO, the teacher's entropy within 2%% of ln(out_dim) or its batch-mean entropy under 10%% of it after the first epoch, or its k-NN below the epoch-0 figure at two evaluations in a row (model/ then keeps the best teacher by k-NN, not the newest); finetune and DeiT, the training loss within 2%% of ln(classes) (chance) after the first epoch and the warm-up; MAE, BEiT, SimMIM, the training loss not 2%% below its first epoch's after a quarter of the run (docs/reliability.md)")
-    keep_checkpoints: int = arg(2, "how many of the newest checkpoints to keep")
+    keep_checkpoints: int = arg(2, "how many of the newest checkpoints to keep, 1 or more (--resume auto continues from the newest)")
     resume: str | None = arg(None, "'auto': continue from the newest intact checkpoint in --output-dir; or a checkpoint folder")
     overwrite: bool = arg(False, "clear the run files of another run in --output-dir before starting (without it, a folder that holds a run is refused)")
     report_to: str | None = arg(None, "also log to these Accelerate trackers (tensorboard: event files under OUTPUT_DIR/logs)", choices=["tensorboard", "wandb", "mlflow"])
@@ -400,11 +400,11 @@ def _given_on_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> 
 
 # value checks, by field name, for whichever of these fields a method has (None: not given)
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_steps", "eval_steps",
-            "checkpoint_steps", "max_train_samples", "max_eval_samples", "image_size", "out_dim", "head_hidden_dim",
+            "checkpoint_steps", "keep_checkpoints", "max_train_samples", "max_eval_samples", "image_size", "out_dim", "head_hidden_dim",
             "head_bottleneck_dim", "tokenizer_images", "tokenizer_iterations", "decoder_hidden_size", "decoder_depth",
             "min_block_patches", "mask_patch_size", "local_crop_size", "tau", "teacher_temp", "warmup_teacher_temp",
             "student_temp", "lora_rank", "lora_alpha")
-NON_NEGATIVE = ("learning_rate", "min_learning_rate", "weight_decay", "max_grad_norm", "keep_checkpoints", "num_workers",
+NON_NEGATIVE = ("learning_rate", "min_learning_rate", "weight_decay", "max_grad_norm", "num_workers",
                 "mixup", "cutmix", "blr", "weight_decay_end", "freeze_last_layer", "local_crops",
                 "warmup_teacher_temp_epochs", "num_reconstructions")
 RANGES = {  # (low, high, low included, high included)

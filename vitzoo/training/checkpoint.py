@@ -10,13 +10,14 @@ never runs code from it (Accelerate's own `save_state` pickles RNG states and re
 - `rng-<rank>.json` + `rng-<rank>.safetensors`: Python's, NumPy's and torch's generators of each process;
 - `extra_state.safetensors`: tensors such as the EMA weights or DINO's teacher and centre;
 - `trainer_state.json`: epoch, step, batches done in the epoch, the best evaluation with all its
-  metrics, the objective's plain values, and what model the checkpoint belongs to;
+  metrics, the objective's plain values, and what model and data the checkpoint belongs to;
 - `manifest.json`, written last: every other file's size and SHA-256.
 
 The learning-rate schedule is a function of the step and needs no state. A checkpoint is written
 into a scratch folder and renamed into place, so a crash or a full disk while saving leaves the
 previous checkpoints untouched (and the scratch folder is removed); only the newest `keep` are kept.
-`--resume auto` takes the newest checkpoint whose files match its manifest, saying which it skipped.
+`--resume auto` takes the newest checkpoint whose files match its manifest and whose JSON has the shape
+vitzoo writes, saying which it skipped and why.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import os
 import random
 import re
 import shutil
+import types
+import typing
 import warnings
 from typing import Any
 
@@ -79,18 +82,38 @@ class TrainState:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # the objective's plain values
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # what the checkpoint's weights are
     budget: dict[str, Any] | None = None  # --time-budget's plan, kept by a resumed run
+    data: dict[str, Any] | None = None  # what the run trains on (`vitzoo.training.fit.describe_data`)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+    def from_dict(cls, data: Any) -> TrainState:
+        """The state a trainer_state.json holds; a ValueError says what is not of the shape vitzoo writes
+        (a file edited by hand or written by something else), before any of it is used."""
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+        if "step" not in data:
+            raise ValueError("it has no 'step'")
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            value, accepted = data.get(field.name), _accepted_types(hints[field.name])
+            if field.name in data and (not isinstance(value, accepted) or isinstance(value, bool) and bool not in accepted):
+                raise ValueError(f"its {field.name!r} is {value!r}, not {' or '.join(kind.__name__ for kind in accepted)}")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
 
+def _accepted_types(hint: Any) -> tuple[type, ...]:
+    """The classes a JSON value may have for a field annotated `hint` (`dict[str, Any] | None`: dict or None)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    plain = tuple(typing.get_origin(option) or option for option in options)
+    return (*plain, int) if float in plain else plain  # JSON writes 3.0 as 3.0, but a hand-edited file may say 3
+
+
 def list_checkpoints(output_dir: str) -> list[str]:
-    """Checkpoints in `output_dir` that were completed (scratch folders are ignored), oldest first."""
+    """The checkpoint folders in `output_dir` (scratch folders of unfinished saves are ignored), oldest first;
+    `verify` says whether each is whole."""
     folder = os.path.join(output_dir, CHECKPOINTS)
     if not os.path.isdir(folder):
         return []
@@ -98,20 +121,29 @@ def list_checkpoints(output_dir: str) -> list[str]:
     for name in os.listdir(folder):
         match = NAME.match(name)
         path = os.path.join(folder, name)
-        if match and os.path.isfile(os.path.join(path, STATE_FILE)):
+        if match and os.path.isdir(path):
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
 
 
-def latest_checkpoint(output_dir: str, *, report: bool = True) -> str | None:
-    """The newest checkpoint whose files match its manifest; broken newer ones are named and skipped."""
+def newest_intact(output_dir: str) -> tuple[str | None, list[str]]:
+    """The newest checkpoint that `verify` passes (None: none does), and each newer one that it skipped,
+    as "PATH: what is wrong"."""
+    skipped = []
     for path in reversed(list_checkpoints(output_dir)):
         problem = verify(path)
         if problem is None:
-            return path
-        if report:
-            warnings.warn(f"skipping the broken checkpoint {path}: {problem}", stacklevel=2)
-    return None
+            return path, skipped
+        skipped.append(f"{path}: {problem}")
+    return None, skipped
+
+
+def latest_checkpoint(output_dir: str, *, report: bool = True) -> str | None:
+    """The newest intact checkpoint; broken newer ones are named and skipped (a warning each, with `report`)."""
+    path, skipped = newest_intact(output_dir)
+    for broken in skipped if report else []:
+        warnings.warn(f"skipping the broken checkpoint {broken}", stacklevel=2)
+    return path
 
 
 def _sha256(path: str) -> str:
@@ -123,7 +155,8 @@ def _sha256(path: str) -> str:
 
 
 def verify(path: str) -> str | None:
-    """None when every file of the checkpoint at `path` matches its manifest, else what is wrong."""
+    """None when every file of the checkpoint at `path` matches its manifest and its training state has the
+    shape vitzoo writes, else what is wrong."""
     try:
         with open(os.path.join(path, MANIFEST)) as handle:
             manifest = json.load(handle)
@@ -131,7 +164,12 @@ def verify(path: str) -> str | None:
         return "it has no manifest.json (an unfinished save, or written by an older vitzoo)"
     except (OSError, ValueError) as error:
         return f"its manifest.json is unreadable ({error})"
-    for name, expected in manifest.get("files", {}).items():
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("size"), int) and isinstance(entry.get("sha256"), str)
+            for entry in files.values()):
+        return 'its manifest.json is not of the shape vitzoo writes ({"files": {NAME: {"size": ..., "sha256": ...}}})'
+    for name, expected in files.items():
         file = os.path.join(path, name)
         if not os.path.isfile(file):
             return f"{name} is missing"
@@ -139,6 +177,13 @@ def verify(path: str) -> str | None:
             return f"{name} has {os.path.getsize(file)} bytes, the manifest says {expected['size']} (truncated?)"
         if _sha256(file) != expected["sha256"]:
             return f"{name} does not match its checksum"
+    try:
+        with open(os.path.join(path, STATE_FILE)) as handle:
+            TrainState.from_dict(json.load(handle))
+    except FileNotFoundError:
+        return f"{STATE_FILE} is missing"
+    except (OSError, ValueError) as error:
+        return f"its {STATE_FILE} is unusable: {error}"
     return None
 
 
@@ -199,7 +244,7 @@ def save_checkpoint(
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(scratch, final)
-        for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        for old in list_checkpoints(output_dir)[:-max(keep, 1)]:  # never the one just written
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
@@ -250,10 +295,12 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     describe: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> tuple[TrainState, dict[str, torch.Tensor]]:
     """Restore what `save_checkpoint` saved into `model`, `optimizer` and every random generator;
     returns where training stood and the extra tensors (on the CPU) for their owners to take back.
-    `describe` says what this run builds, for the message when the checkpoint is another model's."""
+    `describe` says what this run builds and `data` what it trains on: a checkpoint of another model,
+    or of other data, is refused before anything is loaded from it."""
     if not os.path.isdir(path):
         raise CheckpointError(f"--resume {path}: no such checkpoint folder (use --resume auto for the newest in --output-dir)")
     problem = verify(path)
@@ -263,6 +310,7 @@ def load_checkpoint(
     try:
         with open(os.path.join(path, STATE_FILE)) as handle:
             state = TrainState.from_dict(json.load(handle))
+        _check_same_data(path, state.data, data)
         weights = load_file(os.path.join(path, MODEL_FILE))
         target = accelerator.unwrap_model(model, keep_torch_compile=False)
         _check_same_model(path, state.model, describe, weights, target.state_dict())
@@ -276,7 +324,29 @@ def load_checkpoint(
         tensors = load_file(tensors_file) if os.path.isfile(tensors_file) else {}
     except (OSError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"cannot resume from {path}: {error}") from None
+    except (KeyError, TypeError, AttributeError) as error:  # optimizer.json or rng-N.json of another shape
+        raise CheckpointError(f"cannot resume from {path}: a file in it is not of the shape vitzoo writes "
+                              f"({type(error).__name__}: {error}). Pass an intact checkpoint, or --resume auto") from None
     return state, tensors
+
+
+def _check_same_data(path: str, saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+    """Refuse a checkpoint trained on other data: other images or labels, or other split sizes. The dataset's
+    name as typed is not compared (the same folder may be reached by two paths), only shown."""
+    if not saved or not current:  # a checkpoint of an older vitzoo, or a run given no splits
+        return
+    if {key: value for key, value in saved.items() if key != "dataset"} == {
+            key: value for key, value in current.items() if key != "dataset"}:
+        return
+
+    def text(data: dict[str, Any]) -> str:
+        test = f", test {data['test_samples']}" if data.get("test_samples") is not None else ""
+        return (f"{data.get('dataset')} (train {data.get('train_samples')}, eval {data.get('eval_samples')}{test} images, "
+                f"{data.get('num_classes')} classes, fingerprint {str(data.get('fingerprint'))[:12]})")
+
+    raise CheckpointError(f"the checkpoint {path} was trained on {text(saved)}, this run loads {text(current)}. Resume "
+                          "with the run's own data and arguments (--config OUTPUT_DIR/args.json) or start in a new "
+                          "--output-dir")
 
 
 def _check_same_model(path: str, saved: dict[str, Any], current: dict[str, Any] | None, weights: dict[str, torch.Tensor],

@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from vitzoo.io import atomic_write_json
 from vitzoo.metrics import classification_metrics
 from vitzoo.registry import Preprocessing
 from vitzoo.training.autoprecision import Choice, choose_for
+from vitzoo.training.checkpoint import CHECKPOINTS, newest_intact
 from vitzoo.training.distributed import all_finite, check_launch, full_state_dict, strategy_of
 from vitzoo.training.lock import LOCK_NAME, FolderLock
 from vitzoo.zoo import ZooModel
@@ -132,7 +134,8 @@ class RunFolder:
     """The run-folder contract: args.json, metrics.jsonl, results.json, checkpoints/, model/.
 
     One run per folder: a folder that holds another run is refused unless the run resumes it
-    (`resume`) or clears it (`overwrite`), and a running run holds `.vitzoo.lock` (its pid and
+    (`resume`; with "auto", only from an intact checkpoint: a run with none is refused, naming each
+    checkpoint skipped and why) or clears it (`overwrite`), and a running run holds `.vitzoo.lock` (its pid and
     host) so that a second one started on the same folder is refused at once; a lock left by a
     process that is gone is taken over. Only the main process writes; metrics.jsonl gets one JSON
     object per event, flushed at once.
@@ -147,6 +150,8 @@ class RunFolder:
         self.path = output_dir
         self.accelerator = accelerator
         self.lock = FolderLock(output_dir)
+        self.resume = resume
+        self._found: tuple[str | None, list[str]] | None = None  # --resume auto: (newest intact, broken newer ones)
         if accelerator.is_main_process:
             self._claim(resume, overwrite)
 
@@ -175,6 +180,28 @@ class RunFolder:
             self.release()
             raise BadInputError(f"--output-dir {path} holds another run ({', '.join(found)}); continue it with --resume auto, "
                                 "replace it with --overwrite, or choose another folder")
+        elif found and resume == "auto" and self._newest_intact()[0] is None:
+            # training afresh here would replace a finished run's model/ and log its steps twice in metrics.jsonl
+            self.release()
+            why = "; ".join(f"skipped {broken}" for broken in self._newest_intact()[1]) or f"{CHECKPOINTS}/ holds none"
+            raise BadInputError(f"--resume auto: --output-dir {path} holds a run ({', '.join(found)}) but no checkpoint to "
+                                f"continue it from ({why}); start it again with --overwrite (clears the run), or "
+                                "choose another folder")
+
+    def resume_from(self) -> str | None:
+        """The checkpoint this run continues from: --resume PATH as given, or with --resume auto the folder's
+        newest intact checkpoint (broken newer ones are named in a warning, on the main process); None: a new run."""
+        if self.resume != "auto":
+            return self.resume
+        checkpoint, skipped = self._newest_intact()
+        for broken in skipped if self.accelerator.is_main_process else []:
+            warnings.warn(f"skipping the broken checkpoint {broken}", stacklevel=2)
+        return checkpoint
+
+    def _newest_intact(self) -> tuple[str | None, list[str]]:
+        if self._found is None:  # verifying reads every file of each checkpoint: once per run
+            self._found = newest_intact(self.path)
+        return self._found
 
     def _lock(self) -> None:
         self.lock.acquire()

@@ -13,12 +13,18 @@ and at each epoch end, keeping model/ (the best by the objective's metric, or th
 checkpoints, results.json and `--push-to-hub`; and `--peft lora` (`vitzoo.training.adapters`: the
 model wrapped before everything else, model/ saved merged and adapter/ beside it). The objective (`vitzoo.training.objective`) brings
 the method's maths; callbacks watch (benchmarks time steps, compare follows progress).
+
+A resume continues the same run only: a checkpoint of another model or other data is refused, a run whose
+model/ is gone gets it back from the checkpoint of its best evaluation (or is refused), and a finished run
+resumed with nothing left to train keeps its results.json as it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,9 +35,10 @@ from tqdm.auto import tqdm
 
 import vitzoo
 from vitzoo.errors import BadInputError
+from vitzoo.io import read_json
 from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
 from vitzoo.training.budget import UNLIMITED_EPOCHS, TimeBudget
-from vitzoo.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from vitzoo.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from vitzoo.training.curves import Curves
 from vitzoo.training.distributed import Gathered, local_parameter_count, shard, strategy_of
 from vitzoo.training.engine import (
@@ -89,6 +96,10 @@ def fit(
     callbacks = [Curves(), watch, *callbacks]  # curves.png in every run folder
     # model/ is the best by this metric, or the newest when None; with --stop-on-collapse DINO keeps its best teacher
     select = objective.select or (objective.watched_select if args.stop_on_collapse else None)
+    if len(train_loader) == 0:  # every recipe's training loader drops an incomplete last batch
+        raise BadInputError(f"the training split has {len(train_loader.dataset)} images, fewer than --batch-size "
+                            f"{args.batch_size} (the last incomplete batch is dropped, so no step would run); lower "
+                            "--batch-size")
     plan = plan_steps(args, train_loader, accelerator)
     strategy = strategy_of(accelerator)
     if args.channels_last:
@@ -134,10 +145,11 @@ def fit(
                       train_loader=train_loader, eval_loader=eval_loader)
     objective.setup(context)
 
-    checkpoint = latest_checkpoint(args.output_dir) if args.resume == "auto" else args.resume
-    about_model = describe_model(zoo, adapter)
+    checkpoint = run.resume_from()
+    about_model, about_data = describe_model(zoo, adapter), describe_data(args, splits)
     if checkpoint:
-        state, tensors = load_checkpoint(accelerator, checkpoint, model=model, optimizer=optimizer, describe=about_model)
+        state, tensors = load_checkpoint(accelerator, checkpoint, model=model, optimizer=optimizer, describe=about_model,
+                                         data=about_data)
         context.state = state
         expected = set(_split(objective.state_dict(), OBJECTIVE_PREFIX)[1])
         expected |= {EMA_PREFIX + key for key in ema.module.state_dict()} if ema is not None else set()
@@ -155,10 +167,29 @@ def fit(
             budget.restore(state.budget)
             if budget.planned_steps:  # the original plan, and its schedule
                 plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
+    eval_model = ema.module if ema is not None else model
+
+    def keep_model() -> None:
+        """model/ from the weights of the evaluation in `state.best` (those of `eval_model` now)."""
+        kept = "best_step" if select else "step"
+        training = {**metadata, "dataset": args.dataset, kept: state.best["step"], "base_model": args.model,
+                    "pretrained": not args.scratch, **({"peft": adapter.results()} if adapter else {})}
+        saved_zoo, saved = objective.saved_model(zoo, eval_model)
+        if adapter is not None and saved_zoo is zoo:  # the merged weights, and the adapter beside them
+            adapter.save(accelerator, saved, run.file(MODEL_DIR), run.file(ADAPTER_DIR), {"training": training})
+        else:
+            save_model(accelerator, saved_zoo, saved, run.file(MODEL_DIR), extra_metadata={"training": training})
+
+    if checkpoint and state.best is not None and not os.path.isdir(run.file(MODEL_DIR)):
+        if state.best.get("step") != state.step:
+            raise BadInputError(f"{run.file(MODEL_DIR)} is missing: it held the weights of step {state.best.get('step')} "
+                                f"(the run's best evaluation), which resuming from step {state.step} cannot rebuild; put "
+                                "it back, or start the run again with --overwrite")
+        keep_model()
+        accelerator.print(f"{run.file(MODEL_DIR)} was missing: rebuilt from {checkpoint}, the step of its best evaluation")
     run.save_args(args)
 
     def evaluate(at_start: bool = False) -> None:
-        eval_model = ema.module if ema is not None else model
         metrics = objective.evaluate(eval_model, eval_loader, context)
         position = 0 if at_start else context.epoch_position
         run.log({"step": state.step, "epoch": position, "eval": True, **metrics})
@@ -168,18 +199,12 @@ def fit(
             best = state.best
             if select is None or best is None or metrics[select] > best[select]:
                 state.best = {**metrics, "step": state.step, "epoch": position}
-                kept = "best_step" if select else "step"
-                training = {**metadata, "dataset": args.dataset, kept: state.step, "base_model": args.model,
-                            "pretrained": not args.scratch, **({"peft": adapter.results()} if adapter else {})}
-                saved_zoo, saved = objective.saved_model(zoo, eval_model)
-                if adapter is not None and saved_zoo is zoo:  # the merged weights, and the adapter beside them
-                    adapter.save(accelerator, saved, run.file(MODEL_DIR), run.file(ADAPTER_DIR), {"training": training})
-                else:
-                    save_model(accelerator, saved_zoo, saved, run.file(MODEL_DIR), extra_metadata={"training": training})
+                keep_model()
         for callback in callbacks:
             callback.on_evaluate(context, metrics)
 
     loop_start, seconds_before = time.perf_counter(), state.train_seconds
+    resumed_at = (state.step, state.last_eval_step)  # unchanged at the end: this call trained and evaluated nothing
 
     def checkpoint_now() -> None:
         check_finite_weights(model, state.step, args.output_dir, accelerator)
@@ -187,7 +212,7 @@ def fit(
         state.extra, tensors = _split(objective.state_dict(), OBJECTIVE_PREFIX)
         if ema is not None:
             tensors.update({EMA_PREFIX + key: value for key, value in ema.module.state_dict().items()})
-        state.model = about_model
+        state.model, state.data = about_model, about_data
         state.budget = budget.state() if budget is not None else None
         path = save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, model=model, optimizer=optimizer,
                                tensors=tensors)
@@ -287,37 +312,41 @@ def fit(
         checkpoint_now()
     progress.close()
 
-    state.train_seconds = seconds_before + time.perf_counter() - loop_start
-    objective.finish(ema.module if ema is not None else model, context)
-    watched = watch.results()  # "warnings" (each sign of collapse or stall once) and "stopped" (--stop-on-collapse)
-    test = score_kept_model(objective, test_loader, context, splits) if test_loader is not None else None
-    results = {
-        "model": zoo.spec.name,
-        "backend": zoo.backend,
-        "pretrained": not args.scratch,
-        **metadata,
-        "eval": state.best if test is None else {"split": splits.eval_split, **state.best},
-        **({"test": test} if test is not None else {}),
-        "steps": state.step,
-        "epochs": None if args.epochs == UNLIMITED_EPOCHS else args.epochs,  # None: the time budget alone ended it
-        "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
-        "wall_time_seconds": state.train_seconds,
-        "num_processes": accelerator.num_processes,
-        "time_budget": ({**budget.state(), "ended_by": "stop-on-collapse" if watched["stopped"] else "budget"
-                         if state.step < budget.epoch_steps else "epochs",
-                         "training_seconds": state.train_seconds} if budget is not None else None),
-        **watched,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        **({"peft": adapter.results()} if adapter else {}),
-        "distributed": {"strategy": strategy.kind, "description": strategy.describe(accelerator),
-                        "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
-                        "parameters_per_process": parameters},
-        "data": splits.summary() if splits is not None else None,  # after training: the files skipped are counted
-        "environment": environment(),
-        **objective.results(context),
-    }
-    run.save_results(results)
+    kept = finished_results(run, state.step) if checkpoint and (state.step, state.last_eval_step) == resumed_at else None
+    if kept is not None:  # a finished run resumed with nothing left to do: its results.json stays as it is
+        results, test = kept, kept.get("test")
+    else:
+        state.train_seconds = seconds_before + time.perf_counter() - loop_start
+        objective.finish(ema.module if ema is not None else model, context)
+        watched = watch.results()  # "warnings" (each sign of collapse or stall once) and "stopped" (--stop-on-collapse)
+        test = score_kept_model(objective, test_loader, context, splits) if test_loader is not None else None
+        results = {
+            "model": zoo.spec.name,
+            "backend": zoo.backend,
+            "pretrained": not args.scratch,
+            **metadata,
+            "eval": state.best if test is None else {"split": splits.eval_split, **state.best},
+            **({"test": test} if test is not None else {}),
+            "steps": state.step,
+            "epochs": None if args.epochs == UNLIMITED_EPOCHS else args.epochs,  # None: the time budget alone ended it
+            "train_images_per_second": state.images_seen / state.train_seconds if state.train_seconds else 0.0,
+            "wall_time_seconds": state.train_seconds,
+            "num_processes": accelerator.num_processes,
+            "time_budget": ({**budget.state(), "ended_by": "stop-on-collapse" if watched["stopped"] else "budget"
+                             if state.step < budget.epoch_steps else "epochs",
+                             "training_seconds": state.train_seconds} if budget is not None else None),
+            **watched,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            **({"peft": adapter.results()} if adapter else {}),
+            "distributed": {"strategy": strategy.kind, "description": strategy.describe(accelerator),
+                            "parameters": sum(p.numel() for p in accelerator.unwrap_model(model).parameters()),
+                            "parameters_per_process": parameters},
+            "data": splits.summary() if splits is not None else None,  # after training: the files skipped are counted
+            "environment": environment(),
+            **objective.results(context),
+        }
+        run.save_results(results)
     if args.push_to_hub and accelerator.is_main_process:
         from vitzoo.publish import push_run
 
@@ -337,6 +366,16 @@ def fit(
     return results
 
 
+def finished_results(run: RunFolder, step: int) -> dict[str, Any] | None:
+    """The results.json of the run in `run` if it ended at optimizer step `step` (results.json is written at a
+    run's end only), else None."""
+    try:
+        results = read_json(run.file("results.json"))
+    except (OSError, BadInputError):
+        return None
+    return results if isinstance(results, dict) and results.get("steps") == step else None
+
+
 def score_kept_model(objective: Objective, loader: torch.utils.data.DataLoader, context: Context,
                      splits: Any) -> dict[str, Any]:
     """The test split's metrics of the kept model/ (the best on the validation split), measured once, after
@@ -354,6 +393,26 @@ def describe_model(zoo: ZooModel, adapter: Adapter | None = None) -> dict[str, A
     return {"name": zoo.spec.name, "hidden_size": getattr(architecture, "hidden_size", None),
             "depth": getattr(architecture, "depth", None), "num_classes": len(zoo.id2label) if zoo.id2label else None,
             **({"peft": adapter.summary()} if adapter else {})}
+
+
+def describe_data(args: Any, splits: Any) -> dict[str, Any] | None:
+    """What a run trains on, kept in each checkpoint so that resuming on other data is refused: the dataset as
+    given, each split's size, and a fingerprint of the class names, the labels and what each image is (its file
+    under the data's folder, its row, its array index) -- cheap, no image is read. None without splits."""
+    if splits is None:
+        return None
+    datasets = [dataset for dataset in (splits.train, splits.eval, splits.test) if dataset is not None]
+    names = [[dataset.reader.describe(index) for index in range(len(dataset))] for dataset in datasets]
+    # files are named under the folder they all share, so the same data moved elsewhere is the same data
+    shared = os.path.commonprefix([name for split in names for name in split])
+    shared = shared[:shared.rfind("/") + 1]
+    digest = hashlib.sha256("\n".join(splits.id2label.values()).encode())
+    for dataset, split in zip(datasets, names):
+        digest.update(b"\0" + "\n".join(name[len(shared):] for name in split).encode())
+        digest.update(dataset.labels.astype("int64").tobytes())
+    return {"dataset": str(args.dataset), "train_samples": len(splits.train), "eval_samples": len(splits.eval),
+            "test_samples": len(splits.test) if splits.test is not None else None, "num_classes": splits.num_classes,
+            "fingerprint": digest.hexdigest()}
 
 
 def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
