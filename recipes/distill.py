@@ -141,9 +141,7 @@ def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
                   metadata={"recipe": "distill", "method": "dino", "small_data_defaults": smalldata.record(small)})
 
 
-if __name__ == "__main__":
-    try:
-        main()
-    except vitzoo.VitzooError as error:
-        print(f"distill: error: {error}", file=sys.stderr)
-        sys.exit(2)
+if __name__ == "__main__":  # as `vitzoo distill`: one line and exit code 2 for bad input, 130/143 when interrupted
+    from vitzoo.cli import main as command
+
+    sys.exit(command(["distill", *sys.argv[1:]]))

@@ -91,9 +91,7 @@ def train(args: FinetuneArguments, callbacks: Sequence[Callback] = ()) -> dict:
                   metadata={"recipe": "finetune", "small_data_defaults": smalldata.record(small)}, callbacks=callbacks, description="training")
 
 
-if __name__ == "__main__":
-    try:
-        main()
-    except vitzoo.VitzooError as error:
-        print(f"finetune: error: {error}", file=sys.stderr)
-        sys.exit(2)
+if __name__ == "__main__":  # as `vitzoo finetune`: one line and exit code 2 for bad input, 130/143 when interrupted
+    from vitzoo.cli import main as command
+
+    sys.exit(command(["finetune", *sys.argv[1:]]))

@@ -92,9 +92,7 @@ def train(args: PretrainArguments, callbacks: Sequence[Callback] = ()) -> dict:
                   learning_rate=learning_rate, betas=(0.9, 0.95), callbacks=callbacks, description="pretraining")
 
 
-if __name__ == "__main__":
-    try:
-        main()
-    except vitzoo.VitzooError as error:
-        print(f"pretrain: error: {error}", file=sys.stderr)
-        sys.exit(2)
+if __name__ == "__main__":  # as `vitzoo pretrain`: one line and exit code 2 for bad input, 130/143 when interrupted
+    from vitzoo.cli import main as command
+
+    sys.exit(command(["pretrain", *sys.argv[1:]]))

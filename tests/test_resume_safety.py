@@ -1,6 +1,7 @@
 """Runs that restart (issue 28): a resume that cannot resume says so and keeps the run as it was, a resume on
 other data is refused, a finished run resumed gets a lost model/ back and keeps its results.json, checkpoint JSON
-of the wrong shape counts as broken, and a training split smaller than one batch is refused before training."""
+of the wrong shape counts as broken, a training split smaller than one batch is refused before training, and
+SIGINT/SIGTERM end the step, save a checkpoint, free the folder and exit 130/143."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import types
 
 import pytest
@@ -22,6 +27,7 @@ from vitzoo.data import load_splits
 from vitzoo.training import checkpoint as checkpoint_module
 from vitzoo.training.engine import RunFolder
 from vitzoo.training.fit import describe_data
+from vitzoo.training.objective import Callback
 
 RUN = ["--model", "deit-tiny", *COMMON, "--epochs", "1", "--checkpoint-steps", "2"]  # checkpoints at steps 2 and 4
 LOCK = ".vitzoo.lock"
@@ -54,6 +60,14 @@ def snapshot(folder: str) -> dict[str, bytes]:
 
 def checkpoint(folder: str, step: int) -> str:
     return os.path.join(folder, "checkpoints", f"step-{step:08d}")
+
+
+def read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as handle:
+            return handle.readlines()
+    except FileNotFoundError:
+        return []
 
 
 def write_state(path: str, state) -> None:
@@ -188,3 +202,52 @@ def test_a_wrong_shape_is_skipped_under_auto_and_named_under_a_path(run_copy, ca
     with open(os.path.join(newest, "manifest.json"), "w") as handle:
         json.dump([], handle)
     assert "its manifest.json is not of the shape vitzoo writes" in checkpoint_module.verify(newest)
+
+
+# --------------------------------------------------------------------------- signals (case 8)
+class SignalAt(Callback):
+    """Sends this process `number` after optimizer step `step`, as Ctrl-C or a scheduler would."""
+
+    def __init__(self, number: int, step: int) -> None:
+        self.number, self.step = number, step
+
+    def on_step(self, context) -> None:
+        if context.state.step == self.step:
+            signal.raise_signal(self.number)
+
+
+def test_sigint_ends_the_step_saves_it_and_exits_130(tmp_path, capsys, monkeypatch):
+    folder = str(tmp_path / "run")
+    plain = finetune.main
+    monkeypatch.setattr(finetune, "main", lambda argv: plain(argv, callbacks=[SignalAt(signal.SIGINT, 3)]))
+    handler = signal.getsignal(signal.SIGINT)
+    assert cli(["finetune", *RUN, "--epochs", "2", "--output-dir", folder]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "vitzoo finetune: interrupted at step 3; resume with --resume auto"
+    assert "Traceback" not in err and signal.getsignal(signal.SIGINT) is handler
+    assert [os.path.basename(path) for path in checkpoint_module.list_checkpoints(folder)] == ["step-00000002",
+                                                                                              "step-00000003"]
+    assert checkpoint_module.verify(checkpoint(folder, 3)) is None
+    assert not os.path.exists(os.path.join(folder, LOCK)) and not os.path.exists(os.path.join(folder, "results.json"))
+
+
+def test_sigterm_in_a_real_process_exits_143_and_resumes(tmp_path, capsys):
+    folder = str(tmp_path / "run")
+    command = [sys.executable, "-m", "vitzoo.cli", "finetune", *RUN, "--epochs", "300", "--output-dir", folder]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = os.path.join(folder, "metrics.jsonl"), time.monotonic() + 120
+    while not any('"loss"' in line for line in read_lines(metrics)):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    stopped = re.fullmatch(r"vitzoo finetune: interrupted at step (\d+); resume with --resume auto", last)
+    assert stopped and "Traceback" not in err, err[-2000:]
+    step = int(stopped.group(1))
+    assert checkpoint_module.verify(checkpoint(folder, step)) is None and not os.path.exists(os.path.join(folder, LOCK))
+    epochs = step // 4 + 2  # at least one more step
+    results = finetune.main([*RUN, "--epochs", str(epochs), "--resume", "auto", "--output-dir", folder])
+    assert f"resumed from {checkpoint(folder, step)}: epoch {step // 4}, step {step}" in capsys.readouterr().out
+    assert results["steps"] == 4 * epochs

@@ -28,6 +28,15 @@ class BadInputError(VitzooError, ValueError):
     """An argument or an input (image, path, option) that cannot be used as given."""
 
 
+class Interrupted(VitzooError):
+    """A run stopped by SIGINT or SIGTERM after saving a checkpoint to resume from. `exit_code` is the shell's
+    128 + the signal (130, 143), which cluster schedulers read as 'pre-empted', not 'failed'."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
 class DiskFullError(VitzooError):
     """The disk filled up while writing; what was there before is intact."""
 

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 import sys
 
-from vitzoo.errors import VitzooError, redact_tokens
+from vitzoo.errors import Interrupted, VitzooError, redact_tokens
 from vitzoo.version import __version__
 
 
@@ -43,22 +43,31 @@ RECIPES = {"finetune": "vitzoo.recipes.finetune", "distill": "vitzoo.recipes.dis
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command (the recipes' `python recipes/X.py` too). vitzoo's own errors print as one line and exit 2; a
+    training stopped by SIGINT or SIGTERM once its checkpoint is saved says where and exits 128 + the signal (130,
+    143), as a scheduler that pre-empts a job expects."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in RECIPES:
-        recipe = importlib.import_module(RECIPES[argv[0]])
-        try:
+        command, recipe = argv[0], importlib.import_module(RECIPES[argv[0]])
+
+        def run() -> int:
             recipe.main(argv[1:])
-        except VitzooError as error:
-            print(f"vitzoo {argv[0]}: error: {redact_tokens(str(error))}", file=sys.stderr)
-            return 2
-        return 0
-    args = build_parser().parse_args(argv)
+            return 0
+    else:
+        args = build_parser().parse_args(argv)
+        command = args.command
+
+        def run() -> int:
+            return int(args.func(args) or 0)
     try:
-        return int(args.func(args) or 0)
+        return run()
+    except Interrupted as stop:
+        print(f"vitzoo {command}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except VitzooError as error:
-        print(f"vitzoo {args.command}: error: {redact_tokens(str(error))}", file=sys.stderr)
+        print(f"vitzoo {command}: error: {redact_tokens(str(error))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"vitzoo {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # before or after the training loop, which stops on a signal by itself
+        print(f"vitzoo {command}: interrupted", file=sys.stderr)
         return 130
 

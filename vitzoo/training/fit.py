@@ -16,7 +16,8 @@ the method's maths; callbacks watch (benchmarks time steps, compare follows prog
 
 A resume continues the same run only: a checkpoint of another model or other data is refused, a run whose
 model/ is gone gets it back from the checkpoint of its best evaluation (or is refused), and a finished run
-resumed with nothing left to train keeps its results.json as it was.
+resumed with nothing left to train keeps its results.json as it was. SIGINT and SIGTERM end the step in
+progress, save a checkpoint, release the folder and raise `Interrupted` (exit code 130 or 143).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import dataclasses
 import hashlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +37,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 import vitzoo
-from vitzoo.errors import BadInputError
+from vitzoo.errors import BadInputError, Interrupted
 from vitzoo.io import read_json
 from vitzoo.training.adapters import ADAPTER_DIR, Adapter, adapt, count_parameters
 from vitzoo.training.budget import UNLIMITED_EPOCHS, TimeBudget
@@ -205,8 +208,10 @@ def fit(
 
     loop_start, seconds_before = time.perf_counter(), state.train_seconds
     resumed_at = (state.step, state.last_eval_step)  # unchanged at the end: this call trained and evaluated nothing
+    saved_at = state.step if checkpoint else None  # the step of the newest checkpoint on disk
 
     def checkpoint_now() -> None:
+        nonlocal saved_at
         check_finite_weights(model, state.step, args.output_dir, accelerator)
         state.train_seconds = seconds_before + time.perf_counter() - loop_start
         state.extra, tensors = _split(objective.state_dict(), OBJECTIVE_PREFIX)
@@ -216,8 +221,21 @@ def fit(
         state.budget = budget.state() if budget is not None else None
         path = save_checkpoint(accelerator, args.output_dir, state, args.keep_checkpoints, model=model, optimizer=optimizer,
                                tensors=tensors)
+        saved_at = state.step
         for callback in callbacks:
             callback.on_checkpoint(context, path)
+
+    def stop_if_interrupted() -> None:
+        """After an optimizer step or a checkpoint: on SIGINT/SIGTERM (at the same step on every process),
+        checkpoint this step unless it just was, give the folder up and raise `Interrupted`."""
+        received = interruption.agreed()
+        if not received:
+            return
+        if saved_at != state.step:
+            checkpoint_now()
+        progress.close()
+        run.release()
+        raise Interrupted(f"interrupted at step {state.step}; resume with --resume auto", received)
 
     throughput = Throughput()
     progress = tqdm(total=plan.total_steps, initial=state.step, disable=not accelerator.is_main_process, desc=description)
@@ -225,91 +243,95 @@ def fit(
         callback.on_train_begin(context)
     if objective.evaluate_at_start and state.step == 0 and state.last_eval_step is None:
         evaluate(at_start=True)
-    stopped_mid_epoch = False  # by the time budget or --stop-on-collapse: evaluated and saved after the loop
-    for epoch in range(state.epoch, args.epochs):
-        if watch.stops(context):  # a sign at the last epoch end's evaluation, or one a resumed run had logged
-            plan.total_steps = state.step
-        if state.step >= plan.total_steps:  # a resumed run whose time budget was spent
-            break
-        model.train()
-        train_loader.set_epoch(epoch)  # the sampler's order and each sample's augmentation: f(seed, epoch)
-        train_loader.dataset.set_epoch(epoch)
-        skipped = state.batches_in_epoch
-        batches = accelerator.skip_first_batches(train_loader, skipped) if skipped else train_loader
-        for images, labels in batches:
-            state.batches_in_epoch += 1
-            if images.shape[0] == 0:  # every image of this batch was undecodable
-                continue
-            pixels = context.pixels(images)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss, logs = objective.loss(model, pixels, labels, context)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    if args.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    objective.before_update(model, optimizer, context)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            images_done = images.shape[0] * accelerator.num_processes
-            throughput.add(images_done)
-            state.images_seen += images_done
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            context.loss = loss.detach()
-            if budget is not None and budget.step_done(state.step, seconds_before + time.perf_counter() - loop_start, accelerator):
-                plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
-                progress.total = plan.total_steps
-                accelerator.print(budget.describe())
-            scheduler.step_update(state.step)
-            if ema is not None:
-                ema.update(Gathered(accelerator.unwrap_model(model)), step=state.step)
-            objective.after_update(model, context)
-            progress.update(1)
-            for callback in callbacks:
-                callback.on_step(context)
-            if state.step % args.log_steps == 0:
-                check_finite(loss, state.step, args.output_dir)
-                rate, seconds = throughput.window()
-                event = {"step": state.step, "epoch": context.epoch_position, "loss": loss.item(),
-                         "lr": optimizer.param_groups[-1]["lr"], **{k: float(v) for k, v in logs.items()},
-                         **objective.on_log(seconds), "images_per_second": rate}
-                run.log(event)
-                progress.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['lr']:.2e}")
-                for callback in callbacks:
-                    callback.on_log(context, event)
-            if args.eval_steps and state.step % args.eval_steps == 0:
-                evaluate()
-            if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
-                checkpoint_now()
-            if watch.stops(context):  # --stop-on-collapse: a sign at this step's log or evaluation
+    with Interruption(accelerator) as interruption:
+        stopped_mid_epoch = False  # by the time budget or --stop-on-collapse: evaluated and saved after the loop
+        for epoch in range(state.epoch, args.epochs):
+            if watch.stops(context):  # a sign at the last epoch end's evaluation, or one a resumed run had logged
                 plan.total_steps = state.step
+            if state.step >= plan.total_steps:  # a resumed run whose time budget was spent
+                break
+            model.train()
+            train_loader.set_epoch(epoch)  # the sampler's order and each sample's augmentation: f(seed, epoch)
+            train_loader.dataset.set_epoch(epoch)
+            skipped = state.batches_in_epoch
+            batches = accelerator.skip_first_batches(train_loader, skipped) if skipped else train_loader
+            for images, labels in batches:
+                state.batches_in_epoch += 1
+                if images.shape[0] == 0:  # every image of this batch was undecodable
+                    continue
+                pixels = context.pixels(images)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, logs = objective.loss(model, pixels, labels, context)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        if args.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                        objective.before_update(model, optimizer, context)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                images_done = images.shape[0] * accelerator.num_processes
+                throughput.add(images_done)
+                state.images_seen += images_done
+                if not accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                context.loss = loss.detach()
+                if budget is not None and budget.step_done(state.step, seconds_before + time.perf_counter() - loop_start, accelerator):
+                    plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
+                    progress.total = plan.total_steps
+                    accelerator.print(budget.describe())
+                scheduler.step_update(state.step)
+                if ema is not None:
+                    ema.update(Gathered(accelerator.unwrap_model(model)), step=state.step)
+                objective.after_update(model, context)
+                progress.update(1)
+                for callback in callbacks:
+                    callback.on_step(context)
+                if state.step % args.log_steps == 0:
+                    check_finite(loss, state.step, args.output_dir)
+                    rate, seconds = throughput.window()
+                    event = {"step": state.step, "epoch": context.epoch_position, "loss": loss.item(),
+                             "lr": optimizer.param_groups[-1]["lr"], **{k: float(v) for k, v in logs.items()},
+                             **objective.on_log(seconds), "images_per_second": rate}
+                    run.log(event)
+                    progress.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['lr']:.2e}")
+                    for callback in callbacks:
+                        callback.on_log(context, event)
+                if args.eval_steps and state.step % args.eval_steps == 0:
+                    evaluate()
+                if args.checkpoint_steps and state.step % args.checkpoint_steps == 0:
+                    checkpoint_now()
+                if watch.stops(context):  # --stop-on-collapse: a sign at this step's log or evaluation
+                    plan.total_steps = state.step
+                if state.step >= plan.total_steps:  # the epoch's end evaluates and saves, then looks for a signal
+                    break
+                stop_if_interrupted()
+            if state.step >= plan.total_steps and state.batches_in_epoch < plan.batches_per_epoch:
+                stopped_mid_epoch = True
+                break
+            state.epoch, state.batches_in_epoch = epoch + 1, 0
+            check_finite_weights(model, state.step, args.output_dir, accelerator)
+            epoch_end = time.perf_counter()
+            if state.last_eval_step != state.step:
+                evaluate()
+            checkpoint_now()
+            stop_if_interrupted()
+            if budget is not None:
+                cost = time.perf_counter() - epoch_end
+                budget.outside_steps(cost)
+                if budget.epoch_end(state.step, seconds_before + time.perf_counter() - loop_start, cost, accelerator):
+                    plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
+                    progress.total = plan.total_steps
+                    accelerator.print(budget.describe())
             if state.step >= plan.total_steps:
                 break
-        if state.step >= plan.total_steps and state.batches_in_epoch < plan.batches_per_epoch:
-            stopped_mid_epoch = True
-            break
-        state.epoch, state.batches_in_epoch = epoch + 1, 0
-        check_finite_weights(model, state.step, args.output_dir, accelerator)
-        epoch_end = time.perf_counter()
-        if state.last_eval_step != state.step:
-            evaluate()
-        checkpoint_now()
-        if budget is not None:
-            cost = time.perf_counter() - epoch_end
-            budget.outside_steps(cost)
-            if budget.epoch_end(state.step, seconds_before + time.perf_counter() - loop_start, cost, accelerator):
-                plan.total_steps, scheduler = budget.planned_steps, schedule(budget.planned_steps)
-                progress.total = plan.total_steps
-                accelerator.print(budget.describe())
-        if state.step >= plan.total_steps:
-            break
-    if stopped_mid_epoch:
-        check_finite_weights(model, state.step, args.output_dir, accelerator)
-        if state.last_eval_step != state.step:
-            evaluate()
-        checkpoint_now()
+        if stopped_mid_epoch:
+            check_finite_weights(model, state.step, args.output_dir, accelerator)
+            if state.last_eval_step != state.step:
+                evaluate()
+            checkpoint_now()
+        stop_if_interrupted()
     progress.close()
 
     kept = finished_results(run, state.step) if checkpoint and (state.step, state.last_eval_step) == resumed_at else None
@@ -413,6 +435,41 @@ def describe_data(args: Any, splits: Any) -> dict[str, Any] | None:
     return {"dataset": str(args.dataset), "train_samples": len(splits.train), "eval_samples": len(splits.eval),
             "test_samples": len(splits.test) if splits.test is not None else None, "num_classes": splits.num_classes,
             "fingerprint": digest.hexdigest()}
+
+
+class Interruption:
+    """SIGINT and SIGTERM while training: the handler only notes the signal, and the loop acts on it between steps
+    (`agreed`), so that the step in progress ends and its checkpoint is whole. Under `accelerate launch` every
+    process is signalled, not always within the same step: all stop at the first step where any one has been.
+    Handlers can only be set in the main thread (elsewhere signals keep their usual effect); the previous ones
+    are put back when the loop ends, however it ends. DataLoader workers forked meanwhile inherit the handler,
+    so a Ctrl-C sent to the whole process group leaves them serving batches instead of dying with it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, accelerator: Accelerator) -> None:
+        self.accelerator = accelerator
+        self.received = 0  # the first signal's number; 0: none
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._note) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+    def _note(self, number: int, frame: object) -> None:
+        self.received = self.received or number
+
+    def agreed(self) -> int:
+        """The signal every process stops for now (0: go on); a collective when there are several processes."""
+        if self.accelerator.num_processes == 1:
+            return self.received
+        mine = torch.tensor([self.received], device=self.accelerator.device)
+        return int(self.accelerator.reduce(mine, reduction="max")[0])
 
 
 def _split(values: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
