@@ -14,7 +14,7 @@ import torch
 
 from vitzoo import hub, registry
 from vitzoo.backends import hf_backend, timm_backend
-from vitzoo.errors import BadInputError, UnknownModelError, WeightsNotFoundError
+from vitzoo.errors import BadInputError, UnknownModelError, WeightsNotFoundError, redact_tokens
 from vitzoo.families.base import check_task
 from vitzoo.images import Preprocessor, check_float_pixels, is_float_pixels, preprocessing_from_image_processor
 from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory, is_local_path, read_json
@@ -213,20 +213,39 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
     return device
 
 
+# overrides that count or measure (layers, heads, widths, pixels), in either library's vocabulary
+WHOLE_NUMBER_OVERRIDES = ("_size", "_layers", "_heads", "_dim", "depth")
+
+
 def parse_overrides(config_overrides: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """"hidden_size=64,num_hidden_layers=4" (or a mapping) as a dict, each text value read as JSON or else kept
+    as text. Refused, naming the item (a token in it redacted): an item that is not key=value, and a size, depth
+    or count (`WHOLE_NUMBER_OVERRIDES`) that is not a whole number of at least 1."""
     if config_overrides is None:
         return {}
     if isinstance(config_overrides, Mapping):
-        return dict(config_overrides)
+        items = list(config_overrides.items())
+    else:
+        items = []
+        for item in filter(None, (part.strip() for part in config_overrides.split(","))):
+            if "=" not in item:
+                raise BadInputError(f"config override {redact_tokens(item)!r} (--config-overrides) must look like "
+                                    "key=value, e.g. hidden_size=64")
+            items.append(tuple(part.strip() for part in item.split("=", 1)))
     out: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in config_overrides.split(","))):
-        if "=" not in item:
-            raise BadInputError(f"config override {item!r} must look like key=value")
-        key, value = (part.strip() for part in item.split("=", 1))
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    for key, value in items:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        shown = redact_tokens(f"{key}={value}")
+        if key.endswith(WHOLE_NUMBER_OVERRIDES):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise BadInputError(f"config override {shown} (--config-overrides) must be a whole number, e.g. {key}=64")
+            if value < 1:
+                raise BadInputError(f"config override {shown} must be at least 1 (--config-overrides)")
+        out[key] = value
     return out
 
 

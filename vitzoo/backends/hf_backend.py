@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import re
 from typing import Any
 
@@ -63,6 +64,27 @@ def check_overrides(config: PretrainedConfig, overrides: dict[str, Any]) -> None
                 f"fields are e.g. hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, "
                 "patch_size, image_size"
             )
+    for names in (("hidden_size", "num_attention_heads"), ("decoder_hidden_size", "decoder_num_attention_heads")):
+        if set(names) & set(overrides) and all(hasattr(config, name) for name in names):
+            width, heads = (overrides.get(name, getattr(config, name)) for name in names)
+            check_heads(width, heads, names)
+
+
+def check_heads(width: int, heads: int, names: tuple[str, str] = ("hidden_size", "num_attention_heads")) -> None:
+    """Attention splits the width evenly among the heads: refuse heads that do not divide the width, naming
+    both (transformers would build narrower projections without a word, timm fails an assertion)."""
+    if width % heads == 0:
+        return
+    small = [d for d in range(1, math.isqrt(width) + 1) if width % d == 0]
+    divisors = sorted({*small, *(width // d for d in small)})
+    choices = [max(d for d in divisors if d < heads), *[d for d in divisors if d > heads][:1]]
+    widths = [w for w in (width // heads * heads, (width // heads + 1) * heads) if w]
+    width_name, heads_name = names
+    raise BadInputError(
+        f"{width_name} {width} is not a multiple of {heads_name} {heads} (attention splits the width evenly among the "
+        f"heads); use {heads_name}={' or '.join(map(str, choices))}, or {width_name}={' or '.join(map(str, widths))} "
+        "(--config-overrides)"
+    )
 
 
 def build(

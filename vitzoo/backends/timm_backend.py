@@ -15,6 +15,7 @@ import timm
 import torch
 
 from vitzoo import hub
+from vitzoo.backends.hf_backend import check_heads
 from vitzoo.errors import BadInputError, UnknownModelError
 from vitzoo.io import read_json
 from vitzoo.registry import Architecture, ModelSpec, Preprocessing, get_family
@@ -58,7 +59,18 @@ def timm_overrides(overrides: dict[str, Any], spec_kwargs: dict[str, Any]) -> di
             kwargs[OVERRIDE_NAMES[key]] = value
         else:
             kwargs[key] = value
+    # a model outside the registry leaves the width or the heads to timm's defaults, unknown here
+    names = head_names(overrides)
+    if set(names) & set(overrides) and isinstance(kwargs.get("embed_dim"), int) and isinstance(kwargs.get("num_heads"), int):
+        check_heads(kwargs["embed_dim"], kwargs["num_heads"], names)
     return kwargs
+
+
+def head_names(overrides: dict[str, Any]) -> tuple[str, str]:
+    """What `overrides` call the width and the number of heads: timm's embed_dim and num_heads where they use
+    them, else transformers' hidden_size and num_attention_heads (for messages)."""
+    width = "embed_dim" if "embed_dim" in overrides else "hidden_size"
+    return width, "num_heads" if "num_heads" in overrides else "num_attention_heads"
 
 
 def create(
