@@ -48,3 +48,13 @@ def redact_tokens(text: str) -> str:
     """`text` with anything that looks like a Hugging Face token (hf_...) replaced, for messages that
     echo what a user typed."""
     return _TOKEN_LIKE.sub("<redacted>", text)
+
+
+_ACCESS_TOKEN = re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}")
+
+
+def looks_like_token(text: str) -> bool:
+    """Whether `text` holds a Hugging Face access token (hf_ and 30 or more letters and digits; real ones have
+    34): a token pasted where a name belongs is refused before it reaches a message or a Hub URL. Stricter than
+    `redact_tokens`, so that names such as hf_cache are not refused."""
+    return bool(_ACCESS_TOKEN.search(text))

@@ -31,7 +31,7 @@ import csv
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from vitzoo.data.dataset import ArrayReader, FileReader, HFReader, LabeledImageDataset, Reader, SyntheticReader
-from vitzoo.errors import BadInputError
+from vitzoo.errors import BadInputError, looks_like_token
 from vitzoo.io import is_local_path
 
 BUILTIN_DATASETS = ("digits", "synthetic")
@@ -74,6 +74,7 @@ class Splits:
     eval_split: str = "eval"  # which split `eval` is, e.g. "validation" or "train (held-out 0.2)"
     test: LabeledImageDataset | None = None
     test_split: str | None = None
+    duplicates: int = 0  # rows of a CSV/JSONL table that listed a file again (same label), left out
 
     @property
     def num_classes(self) -> int:
@@ -94,6 +95,7 @@ class Splits:
             "eval_split": self.eval_split,
             **test,
             "skipped": self.skipped,
+            **({"duplicates_dropped": self.duplicates} if self.duplicates else {}),
         }
 
 
@@ -101,6 +103,7 @@ class Splits:
 class _RawSplit:
     reader: Reader
     labels: np.ndarray  # int64 class ids (or, before `encode_labels`, the raw label values)
+    duplicates: int = 0  # table rows left out for listing a file already listed
 
     def subset(self, indices: np.ndarray) -> _RawSplit:
         return _RawSplit(self.reader.subset(indices), self.labels[indices])
@@ -140,6 +143,7 @@ def load_splits(
     if val_fraction is not None and not 0.0 < val_fraction < 1.0:
         raise BadInputError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     splits, names, source = _resolve(dataset, image_column, label_column, train_split)
+    duplicates = sum(split.duplicates for split in splits.values())
 
     if train_split not in splits:
         raise BadInputError(f"unknown train split {train_split!r} in {source}; available splits: {', '.join(splits)}")
@@ -203,6 +207,7 @@ def load_splits(
         eval_split=eval_name,
         test=LabeledImageDataset(test.reader, test.labels, name="test") if test is not None else None,
         test_split=test_split,
+        duplicates=duplicates,
     )
 
 
@@ -303,17 +308,67 @@ def _resolve(
         return _from_folder(path, train_split)
     if os.path.isfile(path):
         return _from_table(path, image_column, label_column)
-    if is_local_path(name):
-        raise BadInputError(f"dataset path does not exist: {name}")
     return _from_hf(_load_hub(name), image_column, label_column, source=name)
 
 
+def check_source(dataset: str, image_column: str | None = None, label_column: str | None = None) -> None:
+    """Refuse now what `load_splits` would refuse about `dataset` without decoding an image or asking the Hub:
+    a bad synthetic spec, a path that does not exist, a CSV/JSONL table's columns and rows (read, not its
+    images), a token typed as a Hub id, and, offline, a Hub id not in the local cache (asked of the cache, at
+    once). Recipes call it before they open the run folder; image folders are walked when the data loads."""
+    name = os.fspath(dataset)
+    path = os.path.expanduser(name)
+    if name in BUILTIN_DATASETS or name.startswith("synthetic:"):
+        if name != "digits":
+            _synthetic(name)
+    elif os.path.isfile(path):
+        _from_table(path, image_column, label_column)
+    elif not os.path.isdir(path):
+        _check_hub_id(name)
+        import datasets
+
+        if datasets.config.HF_HUB_OFFLINE:
+            _hub_call(name, datasets.load_dataset_builder)
+
+
+def _check_hub_id(name: str) -> None:
+    """What is wrong with `name` as a Hub id before it goes into a Hub URL: a local path that does not exist,
+    or a token (which must never be sent as a name, nor echoed)."""
+    if is_local_path(name):
+        raise BadInputError(f"dataset path does not exist: {name}")
+    if looks_like_token(name):
+        raise BadInputError("the dataset name looks like a Hugging Face access token (hf_...): it was neither used nor "
+                            "sent to the Hub. Pass a dataset id (USER/NAME), folder or file; vitzoo reads a token from "
+                            "HF_TOKEN or `hf auth login` only")
+
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")  # either one keeps `datasets` off the Hub
+
+
 def _load_hub(name: str) -> Any:
+    _check_hub_id(name)
+    import datasets
+
+    return _hub_call(name, datasets.load_dataset)
+
+
+def _hub_call(name: str, call: Callable[[str], Any]) -> Any:
+    """`call(name)` (`datasets.load_dataset` or its builder), its failures as one line."""
     import datasets
 
     try:
-        return datasets.load_dataset(name)
-    except Exception as error:  # not found, offline, gated...: all mean "cannot use this name"
+        return call(name)
+    except ConnectionError:
+        if not datasets.config.HF_HUB_OFFLINE:
+            raise BadInputError(f"cannot load dataset {name!r}: the Hub cannot be reached from this machine and the "
+                                "dataset is not in the local cache; load it once where the Hub is reachable, or pass "
+                                "'digits', an image folder, or a CSV/JSONL file") from None
+        switches = " and ".join(f"{variable}={os.environ[variable]}" for variable in OFFLINE_VARIABLES
+                                if os.environ.get(variable, "").upper() in ("1", "ON", "YES", "TRUE")) or "offline mode"
+        raise BadInputError(f"cannot load dataset {name!r}: it is not in the local cache ({datasets.config.HF_DATASETS_CACHE}) "
+                            f"and the Hub is offline ({switches}); load it once with the Hub reachable and offline mode "
+                            "off, or pass 'digits', an image folder, or a CSV/JSONL file") from None
+    except Exception as error:  # not found, gated, a broken cache...: all mean "cannot use this name"
         raise BadInputError(
             f"cannot load dataset {name!r}: it is not a local path, and loading it with datasets.load_dataset "
             f"failed ({type(error).__name__}: {error}). Check the name and your network, or pass 'digits', "
@@ -426,12 +481,13 @@ def _read_rows(path: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a CSV/TSV or JSONL file, and the column names seen."""
     ext = os.path.splitext(path)[1].lower()
     if ext in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a table saved by Excel starts with a byte-order mark, which is no part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if ext == ".tsv" else ",")
             return list(reader), list(reader.fieldnames or [])
     if ext in (".jsonl", ".json"):
         rows, columns = [], {}
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -468,18 +524,34 @@ def _pick_column(given: str | None, candidates: Sequence[str], columns: Sequence
 def _from_table(
     path: str, image_column: str | None, label_column: str | None
 ) -> tuple[dict[str, _RawSplit], None, str]:
+    """A CSV/JSONL table's rows as one split. Each file counts once, however its path is spelled (./a.png,
+    a.png, an absolute path, a link): a row that lists it again with the same label is left out and counted
+    (`_RawSplit.duplicates`), as folders count a file once; with another label it is an error, since the same
+    image would teach both classes and could land in train and eval at once."""
     rows, columns = _read_rows(path)
     path_col = _pick_column(image_column, PATH_COLUMN_NAMES, columns, "image", path)
     label_col = _pick_column(label_column, TABLE_LABEL_COLUMN_NAMES, columns, "label", path)
     folder = os.path.dirname(os.path.abspath(path))
     paths, values = [], []
+    seen: dict[str, tuple[int, Any, str]] = {}  # resolved path -> (row, label, file as written)
     for number, row in enumerate(rows, 1):
         file, label = row.get(path_col), row.get(label_col)
         if file in (None, "") or label in (None, ""):
             raise BadInputError(f"{path}, row {number}: empty {path_col!r} or {label_col!r}")
-        paths.append(os.path.join(folder, os.path.expanduser(str(file))))
+        joined = os.path.join(folder, os.path.expanduser(str(file)))
+        real = os.path.normcase(os.path.realpath(joined))
+        if real in seen:
+            first_row, first_label, first_file = seen[real]
+            if str(first_label) != str(label):
+                raise BadInputError(f"{path}: rows {first_row} ({first_file!r}) and {number} ({str(file)!r}) list the same "
+                                    f"file under two labels, {first_label!r} and {label!r}; an image has one label: keep "
+                                    "the right row and delete the other")
+            continue
+        seen[real] = (number, label, str(file))
+        paths.append(joined)
         values.append(label)
-    return {"train": _RawSplit(FileReader(paths), np.array(values, dtype=object))}, None, path
+    split = _RawSplit(FileReader(paths), np.array(values, dtype=object), duplicates=len(rows) - len(paths))
+    return {"train": split}, None, path
 
 
 def _as_int(value: Any) -> int | None:
