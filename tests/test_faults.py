@@ -42,8 +42,8 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 # --------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize(("flags", "named"), [
-    (["--epochs", "0"], "--epochs must be positive, got 0"),
-    (["--epochs", "-3"], "--epochs must be positive"),
+    (["--epochs", "0"], "--epochs must be in [1, 100000], got 0"),
+    (["--epochs", "-3"], "--epochs must be in [1, 100000]"),
     (["--learning-rate", "-1"], "--learning-rate must be 0 or more, got -1.0"),
     (["--batch-size", "0"], "--batch-size must be positive"),
     (["--warmup-ratio", "1.5"], "--warmup-ratio must be in [0, 1)"),

@@ -103,9 +103,10 @@ def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunF
     from accelerate.utils import set_seed
 
     from vitzoo.training import budget
-    from vitzoo.training.arguments import check_arguments
+    from vitzoo.training.arguments import check_arguments, check_inputs
 
     check_arguments(args)
+    check_inputs(args)  # the model's shape and the data source, read without loading either
     budget.apply_to_epochs(args)
     if args.push_to_hub:
         from vitzoo.publish import check_push

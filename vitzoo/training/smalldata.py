@@ -48,7 +48,7 @@ def patch_for(size: int, patch: int) -> int | None:
     `size` at most `size` / 4 (None when `patch` already gives that many)."""
     if (size // patch) ** 2 >= MIN_TOKENS:
         return None
-    return max(p for p in range(1, size // 4 + 1) if size % p == 0)
+    return max((p for p in range(1, size // 4 + 1) if size % p == 0), default=1)  # under 4 px: 1-px patches
 
 
 # DINO from random weights on a few thousand images, on CPUs: a ViT-S (width 384, depth 12) trains too few
