@@ -7,6 +7,8 @@ instead of a traceback from inside a dependency.
 from __future__ import annotations
 
 import re
+import sys
+from typing import NoReturn
 
 
 class VitzooError(Exception):
@@ -58,3 +60,10 @@ def looks_like_token(text: str) -> bool:
     34): a token pasted where a name belongs is refused before it reaches a message or a Hub URL. Stricter than
     `redact_tokens`, so that names such as hf_cache are not refused."""
     return bool(_ACCESS_TOKEN.search(text))
+
+
+def exit_usage_error(prog: str, message: str) -> NoReturn:
+    """argparse's refusal (exit code 2) in one line: the message and where help is, without the usage block
+    that would bury it (a recipe's usage runs to dozens of lines), and never echoing a token."""
+    sys.stderr.write(f"{prog}: error: {redact_tokens(message)} (see `{prog} --help`)\n")
+    sys.exit(2)

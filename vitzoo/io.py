@@ -255,3 +255,18 @@ def is_local_path(name: str) -> bool:
         or name.count("/") > 1
         or os.path.splitext(name)[1].lower() in LOCAL_FILE_SUFFIXES
     )
+
+
+def check_output_file(path: str, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written where it is named: a folder of that
+    name, or a file where one of its folders should be. An existing file of that name is the file asked for
+    and is replaced atomically."""
+    if os.path.isdir(path):
+        raise BadInputError(f"{option} {path} is a folder; name a file to write")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise BadInputError(f"{option} {path}: {parent} is a file, not a folder; choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{option} {path}: {parent} is not writable; choose another place")

@@ -8,18 +8,63 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import pkgutil
 import sys
 
-from vitzoo.errors import Interrupted, VitzooError, redact_tokens
+from vitzoo.errors import Interrupted, VitzooError, exit_usage_error, redact_tokens
 from vitzoo.version import __version__
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but its error messages never echo a token a user typed (`--hub-token hf_...`)."""
+    """argparse, but its refusals are one line that never echoes a token a user typed (`--hub-token hf_...`)."""
 
     def error(self, message: str):
-        super().error(redact_tokens(message))
+        exit_usage_error(self.prog, message)
+
+
+class Number:
+    """An argparse `type` for a number in a domain, e.g. `Number(int, low=1)`: a value outside it (not a
+    number, not finite, out of range) is refused while the command line is parsed, before any work, naming
+    the flag and the range it accepts."""
+
+    def __init__(self, number: type, low: float | None = None, high: float | None = None, *,
+                 low_included: bool = True) -> None:
+        self.number, self.low, self.high, self.low_included = number, low, high, low_included
+        self.__name__ = number.__name__  # argparse names the type in its messages
+
+    def describe(self) -> str:
+        kind = "an integer" if self.number is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in {'[' if self.low_included else '('}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{kind} {'>=' if self.low_included else '>'} {self.low:g}"
+        return kind
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}") from None
+        below = self.low is not None and (value < self.low if self.low_included else value <= self.low)
+        if not math.isfinite(value) or below or (self.high is not None and value > self.high):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
+        return value
+
+
+class Numbers(Number):
+    """A comma-separated list of numbers, each in the domain (`--batch-sizes 1,32`)."""
+
+    def __call__(self, text: str) -> list[int | float]:  # type: ignore[override]
+        values = [super(Numbers, self).__call__(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, each {self.describe()}, got {text!r}")
+        return values
+
+
+POSITIVE_INT = Number(int, low=1)
+COUNT = Number(int, low=0)  # 0 included: none of it
+SEED = Number(int, low=0, high=2**32 - 1)  # what numpy's and torch's generators take
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,4 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before or after the training loop, which stops on a signal by itself
         print(f"vitzoo {command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        engine = sys.modules.get("vitzoo.training.engine")  # loaded only by the commands that train
+        if engine is not None:
+            engine.release_open_runs()
 

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
+from vitzoo.cli import COUNT, Number, Numbers
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.errors import BadInputError
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Weights are random.",
     )
     parser.add_argument("--models", default="deit-tiny,deit-small", help="comma-separated registry names")
-    parser.add_argument("--batch-sizes", type=_ints, default=[32], help="comma-separated batch sizes (default 32)")
-    parser.add_argument("--image-sizes", type=_ints, default=[224], help="comma-separated image sizes (default 224)")
+    parser.add_argument("--batch-sizes", type=Numbers(int, low=1), default=[32], help="comma-separated batch sizes (default 32)")
+    parser.add_argument("--image-sizes", type=Numbers(int, low=1), default=[224], help="comma-separated image sizes (default 224)")
     add_precision_argument(parser, "ZooModel.predict, the raw forwards, the training step and the peak matmul "
                            "(the pipeline runs with its defaults and with dtype=torch.bfloat16)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
@@ -39,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    parser.add_argument("--min-seconds", type=float, default=2.0, help="time each measurement for at least this long")
+    parser.add_argument("--min-seconds", type=Number(float, low=0, low_included=False), default=2.0, help="time each measurement for at least this long")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers.pipeline peer")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
     parser.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")
@@ -47,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="image folder (one subfolder per class) whose files the data column decodes and augments "
                         "as the recipe does (default: 2,000 real JPEG photos built once in ~/.cache/vitzoo from the "
                         "photos scikit-learn and scikit-image ship)")
-    parser.add_argument("--trainer-steps", type=int, default=12,
+    parser.add_argument("--trainer-steps", type=COUNT, default=12,
                         help="on a CPU, run the fine-tuning recipe and transformers.Trainer (each with its defaults, on "
                         "digits at the bench's image size and batch) for this many steps and report recipe / Trainer; "
                         "the first quarter is untimed warm-up; 0 skips it (default 12)")
@@ -58,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from vitzoo import bench
-    from vitzoo.io import atomic_write_json, atomic_write_text
+    from vitzoo.io import atomic_write_json, atomic_write_text, check_output_file
     from vitzoo.precision import dtype_name, resolve_precision
     from vitzoo.registry import get_spec
 
@@ -69,6 +64,12 @@ def run_bench(args: argparse.Namespace) -> int:
         raise BadInputError("--models is empty")
     for name in names:
         get_spec(name)
+    for option, path in (("--output", args.output), ("--markdown", args.markdown)):
+        if path:
+            check_output_file(path, option)
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise BadInputError(f"--data-dir {args.data_dir} is not a folder; give an image folder (one subfolder per "
+                            "class), or leave it out to measure on the bundled real photos")
     if args.dtype is not None:
         if args.precision not in ("auto", args.dtype):
             raise BadInputError(f"--dtype {args.dtype} (deprecated) conflicts with --precision {args.precision}; "

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from vitzoo.cli import COUNT, POSITIVE_INT, SEED, Number
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.compare import DEFAULT_MODELS, LINEAR_EPOCHS, PROTOCOLS, SCRATCH_DEFAULTS, CompareConfig, run_compare
 from vitzoo.compare.config import (
@@ -49,12 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=int,
+        type=POSITIVE_INT,
         help=f"fine-tuning epochs (default {SCRATCH_DEFAULTS['epochs']} with --scratch, "
         f"{PRETRAINED_DEFAULTS['epochs']} without) or linear-probe epochs (default {LINEAR_EPOCHS})",
     )
     parser.add_argument(
-        "--image-size", type=int, help=f"input size for every model (default {SCRATCH_DEFAULTS['image_size']} with --scratch, else each model's own)"
+        "--image-size", type=POSITIVE_INT, help=f"input size for every model (default {SCRATCH_DEFAULTS['image_size']} with --scratch, else each model's own)"
     )
     parser.add_argument(
         "--scratch",
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=POSITIVE_INT,
         help="batch size of feature extraction, fine-tuning and the throughput measurement (default "
         f"{SCRATCH_DEFAULTS['batch_size']} with --scratch, else {PRETRAINED_DEFAULTS['batch_size']})",
     )
@@ -82,22 +83,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser, "k-NN/linear feature extraction and the inference speed measurement (a fine-tune trains in the "
         "recipe's own --mixed-precision)"
     )
-    parser.add_argument("--k", type=int, default=20, help="neighbours of the k-NN protocol (default 20, DINO's)")
+    parser.add_argument("--k", type=POSITIVE_INT, default=20, help="neighbours of the k-NN protocol (default 20, DINO's)")
     parser.add_argument(
         "--learning-rate",
-        type=float,
+        type=Number(float, low=0, low_included=False),
         help=f"fine-tuning peak learning rate (default {SCRATCH_DEFAULTS['learning_rate']:g} with --scratch, else the "
         f"recipe's; lora: {LORA_LEARNING_RATE:g})",
     )
     parser.add_argument(
-        "--num-workers", type=int, help="data-loading processes (default: the recipe's for finetune, 0 for features)"
+        "--num-workers", type=COUNT, help="data-loading processes (default: the recipe's for finetune, 0 for features)"
     )
-    parser.add_argument("--max-train-samples", type=int, help="use at most this many training images")
-    parser.add_argument("--max-eval-samples", type=int, help="use at most this many evaluation images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random init, data order and probes (default 0)")
+    parser.add_argument("--max-train-samples", type=POSITIVE_INT, help="use at most this many training images")
+    parser.add_argument("--max-eval-samples", type=POSITIVE_INT, help="use at most this many evaluation images")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of random init, data order and probes (default 0)")
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=POSITIVE_INT,
         default=1,
         help="runs per model, seeds SEED, SEED+1, ...: fine-tunes (finetune, lora) or linear-probe fits; k-NN "
         "has no seed, so its further runs resample the training set (bootstrap). The report gives mean ± std; "
@@ -118,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=Number(float, low=0, high=1, low_included=False),
         help=f"share of the training split held out (default {VAL_FRACTION_WITH_TEST:g} when reporting on a test "
         "split: fine-tunes keep their best epoch by it, then that model is scored once on the test split; "
         f"{HELD_OUT_EVAL_FRACTION:g} when the data has neither a test nor a validation split: then it is the "

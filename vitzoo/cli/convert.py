@@ -66,8 +66,9 @@ def run_convert(args: argparse.Namespace) -> int:
 
     check_output(args.source, args.output, args.overwrite)
     what = "its weights" if os.path.isdir(args.source) else "random weights" if args.scratch else "pretrained weights"
-    print(f"converting {args.source} ({what}) to {args.to} ...", file=sys.stderr, flush=True)
     summary = convert(args.source, args.to, args.output, scratch=args.scratch, overwrite=args.overwrite)
+    # said after the work, so that a refusal is the only line a failed conversion prints
+    print(f"converted {args.source} ({what}) to {args.to}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

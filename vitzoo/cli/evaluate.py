@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 
+from vitzoo.cli import POSITIVE_INT, SEED, Number
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.errors import BadInputError
+from vitzoo.io import check_output_file
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vitzoo", "features")
 
@@ -23,16 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default="digits", help="'digits', an image folder, a CSV/JSONL or a Hub dataset id")
     parser.add_argument("--protocol", choices=("knn", "linear"), default="knn", help="knn: DINO's weighted k-NN on L2-normalised features; linear: a linear probe on frozen features")
     parser.add_argument("--ks", default="10,20,100,200", help="k values for k-NN (those above the train size are dropped)")
-    parser.add_argument("--temperature", type=float, default=0.07, help="k-NN temperature")
-    parser.add_argument("--epochs", type=int, default=100, help="linear probe epochs")
-    parser.add_argument("--image-size", type=int, default=None, help="input size (positions interpolated)")
+    parser.add_argument("--temperature", type=Number(float, low=0, low_included=False), default=0.07, help="k-NN temperature")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=100, help="linear probe epochs")
+    parser.add_argument("--image-size", type=POSITIVE_INT, default=None, help="input size (positions interpolated)")
     parser.add_argument("--scratch", action="store_true", help="random init of the registry architecture (a baseline)")
     parser.add_argument("--config-overrides", default=None, help="architecture changes for --scratch")
     parser.add_argument("--backend", choices=("transformers", "timm"), default=None, help="library that runs the model (default: transformers)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass when extracting features")
-    parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training images")
-    parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/eval split and the linear probe")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=128, help="images per forward pass when extracting features")
+    parser.add_argument("--max-train-samples", type=POSITIVE_INT, default=None, help="use at most this many training images")
+    parser.add_argument("--max-eval-samples", type=POSITIVE_INT, default=None, help="use at most this many evaluation images")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of the train/eval split and the linear probe")
     add_precision_argument(parser, "feature extraction (cached features are kept per precision)")
     parser.add_argument("--cache-dir", default=DEFAULT_CACHE, help="where extracted features are kept")
     parser.add_argument("--no-cache", action="store_true", help="recompute the features")
@@ -59,6 +61,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     from vitzoo.probe import knn_evaluate, linear_probe, split_features
 
     ks = _ks(args.ks)
+    if args.output:
+        check_output_file(args.output, "--output")
     torch.manual_seed(args.seed)  # --scratch: the same random init as a recipe run with this seed
     zoo = vitzoo.load(args.model, task="features", pretrained=not args.scratch, backend=args.backend,
                       image_size=args.image_size, config_overrides=args.config_overrides, precision=args.precision)

@@ -9,7 +9,9 @@ import sys
 
 import torch
 
+from vitzoo.cli import POSITIVE_INT
 from vitzoo.errors import BadInputError
+from vitzoo.io import check_output_file
 from vitzoo.precision import PRECISION_HELP, PRECISIONS
 
 
@@ -28,11 +30,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="library to run the model with (default: transformers)",
     )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of the weights")
-    parser.add_argument("--image-size", type=int, default=None, help="input size; position embeddings are interpolated")
+    parser.add_argument("--image-size", type=POSITIVE_INT, default=None, help="input size; position embeddings are interpolated")
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, mps... (default: cuda if available, else cpu)"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (memory stays flat in the number of images)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per forward pass (memory stays flat in the number of images)")
     add_precision_argument(parser, "the forward passes")
 
 
@@ -45,11 +47,8 @@ def add_precision_argument(parser: argparse.ArgumentParser, applies_to: str) -> 
 def load_from_args(args: argparse.Namespace, task: str | None):
     from vitzoo.zoo import load
 
-    if args.batch_size < 1:
-        raise BadInputError(f"--batch-size must be a positive integer, got {args.batch_size}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     what = "random weights" if args.scratch else "the folder's weights" if os.path.isdir(args.model) else "pretrained weights"
-    print(f"loading {args.model} ({what}) ...", file=sys.stderr, flush=True)
     model = load(
         args.model,
         task=task,
@@ -60,6 +59,7 @@ def load_from_args(args: argparse.Namespace, task: str | None):
         device=device,
         precision=args.precision,
     )
+    print(f"loaded {args.model} ({what}) on {device}", file=sys.stderr, flush=True)
     if args.scratch:
         print(f"note: {model.spec.name} has RANDOM weights (--scratch); its outputs mean nothing yet", file=sys.stderr)
     return model
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
-    parser.add_argument("--top-k", type=int, default=5, help="how many labels per image (default 5)")
+    parser.add_argument("--top-k", type=POSITIVE_INT, default=5, help="how many labels per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every image's predictions")
     parser.set_defaults(func=run_predict)
 
@@ -94,9 +94,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_embed)
 
 
+def check_images(paths: list[str]) -> None:
+    """Every image argument names a file, checked before the model loads (a typo costs no loading)."""
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise BadInputError(f"image file not found: {missing[0]}{more}; give paths of image files")
+
+
 def run_predict(args: argparse.Namespace) -> int:
-    if args.top_k < 1:
-        raise BadInputError("--top-k must be at least 1")
+    check_images(args.images)
     model = load_from_args(args, task="classification")
     results = dict(zip(args.images, model.predict(args.images, top_k=args.top_k, batch_size=args.batch_size)))
     if args.json:
@@ -113,6 +120,8 @@ def run_embed(args: argparse.Namespace) -> int:
     extension = os.path.splitext(args.output)[1].lower()
     if extension not in (".npy", ".safetensors", ".pt"):
         raise BadInputError(f"--output must end in .npy, .safetensors or .pt, got {args.output!r}")
+    check_images(args.images)
+    check_output_file(args.output, "--output")
     model = load_from_args(args, task="features")
     embeddings = model.embed(args.images, batch_size=args.batch_size).cpu()
     from vitzoo.io import atomic_write_bytes

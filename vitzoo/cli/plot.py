@@ -7,6 +7,7 @@ import json
 import os
 
 from vitzoo.errors import BadInputError
+from vitzoo.io import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     labels = args.labels.split(",") if args.labels else [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(labels) != len(args.runs):
         raise BadInputError(f"--labels names {len(labels)} runs, {len(args.runs)} were given")
+    check_output_file(args.output, "--output")
     save_run_curves(args.output, [(label, read_events(run_dir)) for label, run_dir in zip(labels, args.runs)])
     print(f"curves of {len(args.runs)} run(s) in {args.output}")
     return 0
