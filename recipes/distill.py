@@ -25,7 +25,7 @@ import vitzoo
 from vitzoo.data import eval_transform, make_loader, train_transform
 from vitzoo.objectives import deit_distill, dino
 from vitzoo.training import smalldata
-from vitzoo.training.arguments import DeiTArguments, DINOArguments, load_data, parse, resolve_augmentation
+from vitzoo.training.arguments import DeiTArguments, DINOArguments, load_data, parse, parse_scale, resolve_augmentation
 from vitzoo.training.engine import start_run
 from vitzoo.training.fit import fit
 from vitzoo.training.objective import Callback
@@ -125,8 +125,8 @@ def train_dino(args: DINOArguments, callbacks: Sequence[Callback] = ()) -> dict:
         splits.train, batch_size=args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
         num_workers=args.num_workers, in_memory=args.in_memory,
         transform=dino.MultiCrop(global_size, local_size, args.local_crops,
-                                 dino.parse_scale(args.global_crop_scale, "--global-crop-scale"),
-                                 dino.parse_scale(args.local_crop_scale, "--local-crop-scale"), hflip),
+                                 parse_scale(args.global_crop_scale, "--global-crop-scale"),
+                                 parse_scale(args.local_crop_scale, "--local-crop-scale"), hflip),
     )
     objective = dino.DINO(
         student, zoo, splits, global_size=global_size, local_size=local_size, local_crops=args.local_crops,

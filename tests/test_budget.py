@@ -102,16 +102,16 @@ def test_a_resumed_plan_is_neither_planned_again_nor_stopped_late():
 
 
 def test_without_epochs_the_budget_alone_ends_the_run():
-    from vitzoo.training.arguments import parse
+    from vitzoo.training.arguments import given, parse
 
     args = parse("finetune", ["--time-budget", "2m"])
-    budget_module.apply_to_epochs(args)
+    budget_module.apply_to_epochs(args, given(args))
     assert args.epochs == budget_module.UNLIMITED_EPOCHS
     args = parse("finetune", ["--time-budget", "2m", "--epochs", "7"])  # both: whichever ends first
-    budget_module.apply_to_epochs(args)
+    budget_module.apply_to_epochs(args, given(args))
     assert args.epochs == 7
     args = parse("finetune", [])
-    budget_module.apply_to_epochs(args)
+    budget_module.apply_to_epochs(args, given(args))
     assert args.epochs == 10
     with pytest.raises(BadInputError, match="--time-budget"):
-        budget_module.apply_to_epochs(parse("finetune", ["--time-budget", "soon"]))
+        budget_module.apply_to_epochs(args := parse("finetune", ["--time-budget", "soon"]), given(args))

@@ -490,16 +490,6 @@ def scaled_sizes(image_size: int, patch_size: int, local_size: int | None) -> tu
     return image_size, size
 
 
-def parse_scale(text: str, what: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise BadInputError(f"{what} must be 'min,max', got {text!r}") from None
-    if not 0 < low <= high <= 1:
-        raise BadInputError(f"{what} must satisfy 0 < min <= max <= 1, got {text!r}")
-    return low, high
-
-
 __all__ = [
     "DINO", "DINOHead", "DINOLoss", "DINOModel", "MultiCrop", "cancel_last_layer_gradients", "check_batch_size",
     "cosine_at",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_type_hints
 import yaml
 from transformers import HfArgumentParser
 
-from vitzoo.errors import BadInputError, looks_like_token, redact_tokens
+from vitzoo.errors import BadInputError, exit_usage_error, looks_like_token, redact_tokens
 from vitzoo.objectives.tokenizer import MAX_VOCAB
 from vitzoo.training.budget import UNLIMITED_EPOCHS, parse_duration
 from vitzoo.zoo import parse_overrides
@@ -87,9 +87,17 @@ def _duration(text: str, flag: str) -> None:
     parse_duration(text)
 
 
-def _crop_scale(text: str, flag: str) -> None:
-    from vitzoo.objectives.dino import parse_scale  # here: DINO's module brings torchvision's transforms
+def parse_scale(text: str, what: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInputError(f"{what} must be 'min,max', got {text!r}") from None
+    if not 0 < low <= high <= 1:
+        raise BadInputError(f"{what} must satisfy 0 < min <= max <= 1, got {text!r}")
+    return low, high
 
+
+def _crop_scale(text: str, flag: str) -> None:
     parse_scale(text, flag)
 
 
@@ -344,7 +352,7 @@ class _Parser(HfArgumentParser):
     """A recipe's parser: its error messages never echo a token a user typed."""
 
     def error(self, message: str):
-        super().error(redact_tokens(message))
+        exit_usage_error(self.prog, message)
 
     @staticmethod
     def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
@@ -520,65 +528,6 @@ def _check_type(value: Any, hint: Any, flag: str) -> None:
     if not fits:
         quote = "; quote it in the --config file" if kind is str and isinstance(value, (int, float)) else ""
         raise BadInputError(f"{flag} must be {TYPE_NAMES[kind]}, got {value!r}{quote}")
-
-
-def check_inputs(args: Any) -> None:
-    """Refuse what the model and the data source show to be wrong without loading either, so that it is
-    refused before the run folder is opened (`start_run` calls this after `check_arguments`): attention heads
-    that do not divide the width and an --image-size that is not whole patches (from the registry's spec or a
-    model folder's config.json, and --config-overrides), and what `vitzoo.data.sources.check_source` finds in
-    --dataset."""
-    from vitzoo.data.sources import check_source
-
-    _check_shape(args)
-    check_source(args.dataset, image_column=args.image_column, label_column=args.label_column)
-
-
-def _model_shape(model: str) -> dict[str, Any]:
-    """hidden_size, num_attention_heads and patch_size of a registered model or a model folder (a run folder:
-    its model/), as far as they are known without building it."""
-    from vitzoo import registry
-    from vitzoo.io import read_json
-
-    if registry.is_registered(model):
-        architecture = registry.get_spec(model).architecture
-        return {} if architecture is None else {"hidden_size": architecture.hidden_size,
-                                                "num_attention_heads": architecture.num_heads,
-                                                "patch_size": architecture.patch_size}
-    for config in (os.path.join(model, "config.json"), os.path.join(model, "model", "config.json")):
-        if os.path.isfile(config):
-            data = read_json(config)
-            return {key: data.get(key) for key in ("hidden_size", "num_attention_heads", "patch_size")} \
-                if isinstance(data, dict) else {}
-    return {}
-
-
-def _check_shape(args: Any) -> None:
-    from vitzoo.backends.hf_backend import check_heads
-    from vitzoo.backends.timm_backend import head_names
-
-    overrides, shape = parse_overrides(args.config_overrides), _model_shape(args.model)
-    names = head_names(overrides)
-    width, heads = (overrides.get(name, shape.get(own)) for name, own in zip(names, ("hidden_size", "num_attention_heads")))
-    if isinstance(width, int) and isinstance(heads, int):
-        check_heads(width, heads, names)
-    size, patch = args.image_size, overrides.get("patch_size", shape.get("patch_size"))
-    if size and isinstance(patch, int) and size % patch and not _patch_from_data(args, patch):
-        whole = [n * patch for n in (size // patch, size // patch + 1) if n]
-        raise BadInputError(f"--image-size {size} is not a whole number of {args.model}'s {patch}-px patches; use "
-                            f"{' or '.join(map(str, whole))}, or (with --scratch) another patch_size in --config-overrides")
-
-
-def _patch_from_data(args: Any, patch: int) -> bool:
-    """Whether the small-data defaults may give the run another patch size once the data is counted (a DINO or
-    masked-image run from scratch picks patches that give enough of them), so that only then can the image
-    size be judged."""
-    from vitzoo.training import smalldata
-
-    recipe, method = next(((recipe, method) for recipe, methods in RECIPES.items()
-                           for method, cls in methods.items() if type(args) is cls), (None, None))
-    chosen = smalldata.choose(args, recipe, method, images=1, size=args.image_size, patch=patch)
-    return any(default.field == "config_overrides" and "patch_size=" in default.value for default in chosen)
 
 
 def read_config_file(path: str) -> dict[str, Any]:

@@ -39,12 +39,10 @@ _UNITS = {"h": 3600, "m": 60, "s": 1}
 UNLIMITED_EPOCHS = 100_000  # --time-budget without --epochs: the budget alone ends the run
 
 
-def apply_to_epochs(args: Any) -> None:
+def apply_to_epochs(args: Any, given: frozenset[str]) -> None:
     """With --time-budget and no --epochs, the budget alone ends the run: `args.epochs` becomes
-    `UNLIMITED_EPOCHS` (an --epochs given, or read from --config, is kept: whichever ends first)."""
-    from vitzoo.training.arguments import given
-
-    if getattr(args, "time_budget", None) and "epochs" not in given(args):
+    `UNLIMITED_EPOCHS` (an --epochs in `given`, the fields a flag or --config set, is kept: whichever ends first)."""
+    if getattr(args, "time_budget", None) and "epochs" not in given:
         parse_duration(args.time_budget)  # a bad duration is refused before anything else runs
         args.epochs = UNLIMITED_EPOCHS
 

@@ -103,11 +103,12 @@ def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunF
     from accelerate.utils import set_seed
 
     from vitzoo.training import budget
-    from vitzoo.training.arguments import check_arguments, check_inputs
+    from vitzoo.training.arguments import check_arguments, given
+    from vitzoo.training.preflight import check_inputs
 
     check_arguments(args)
     check_inputs(args)  # the model's shape and the data source, read without loading either
-    budget.apply_to_epochs(args)
+    budget.apply_to_epochs(args, given(args))
     if args.push_to_hub:
         from vitzoo.publish import check_push
 
@@ -153,7 +154,9 @@ class RunFolder:
         self.lock = FolderLock(output_dir)
         self.resume = resume
         self._found: tuple[str | None, list[str]] | None = None  # --resume auto: (newest intact, broken newer ones)
+        self._created: list[str] = []  # the folders this run made, innermost first
         if accelerator.is_main_process:
+            _OPEN_RUNS.append(self)
             self._claim(resume, overwrite)
 
     def _claim(self, resume: str | None, overwrite: bool) -> None:
@@ -162,6 +165,10 @@ class RunFolder:
         path = self.path
         if os.path.exists(path) and not os.path.isdir(path):
             raise BadInputError(f"--output-dir {path} is a file, not a folder; choose a folder")
+        folder = os.path.abspath(path)
+        while not os.path.exists(folder):
+            self._created.append(folder)
+            folder = os.path.dirname(folder)
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:
@@ -171,6 +178,7 @@ class RunFolder:
         self._lock()
         found = [name for name in self.RUN_FILES if os.path.exists(self.file(name))]
         if found and overwrite:
+            self._check_clearable()
             for name in self.CLEARED:
                 target = self.file(name)
                 if os.path.isdir(target):
@@ -210,9 +218,32 @@ class RunFolder:
 
         atexit.register(self.release)
 
+    def _check_clearable(self) -> None:
+        """--overwrite clears the run's own files and folders: refuse it, before anything is deleted, when one
+        of those folders holds a file vitzoo did not write there (notes put in model/, say)."""
+        from vitzoo.io import MODEL_FOLDER, FolderKind, check_folder
+        from vitzoo.objectives.tokenizer import TOKENIZER_FOLDER
+        from vitzoo.training.adapters import ADAPTER_FOLDER
+
+        steps = FolderKind("run's checkpoints folder", ("step-*", ".step-*"), lambda folder: True)
+        for name, kind in ((MODEL_DIR, MODEL_FOLDER), ("adapter", ADAPTER_FOLDER), ("tokenizer", TOKENIZER_FOLDER),
+                           (CHECKPOINTS, steps)):
+            if os.path.isdir(self.file(name)):
+                check_folder(self.file(name), kind, overwrite=True, option="--overwrite:")
+
     def release(self) -> None:
-        """Give the folder up (the end of the run, or the process)."""
+        """Give the folder up (the end of the run, or the process). A run that ends before writing anything
+        (refused input, a failed load) also takes back the folders it made, so the refusal leaves no trace;
+        only empty folders are removed, so nothing anyone wrote goes with them."""
         self.lock.release()
+        if self in _OPEN_RUNS:
+            _OPEN_RUNS.remove(self)
+        for folder in self._created:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break  # not empty: the run wrote there, and the folders above hold it
+        self._created = []
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -240,6 +271,17 @@ class RunFolder:
     def save_results(self, results: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
             atomic_write_json(self.file("results.json"), results)
+
+
+# runs of this process whose folder is claimed and not yet given up, so that a command that fails half-way
+# gives them up at once (`release_open_runs`) instead of at the process's exit
+_OPEN_RUNS: list[RunFolder] = []
+
+
+def release_open_runs() -> None:
+    """Give up every run folder this process still holds: the end of a command, however it ended."""
+    for run in list(_OPEN_RUNS):
+        run.release()
 
 
 def environment() -> dict[str, Any]:
