@@ -43,7 +43,7 @@ def test_the_budget_sets_the_steps_and_the_schedule_ends_on_them(tmp_path):
 
 def test_a_resumed_run_keeps_its_plan(tmp_path, crash_after_checkpoint):
     recipe, argv = METHODS["finetune"]
-    run = [*argv, "--max-train-samples", "320", "--epochs", "100", "--time-budget", "10s", "--checkpoint-steps", "18",
+    run = [*argv, "--max-train-samples", "1000", "--epochs", "100", "--time-budget", "4s", "--checkpoint-steps", "18",
            "--output-dir", str(tmp_path / "run")]
     with pytest.raises(KeyboardInterrupt):  # the plan is made at step 17, the checkpoint of step 18 holds it
         recipe.main(run, callbacks=[crash_after_checkpoint(18)])
