@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             recipe.main(argv[1:])
             return 0
     else:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exit_:
+            return _refused(exit_)
         command = args.command
 
         def run() -> int:
@@ -115,8 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before or after the training loop, which stops on a signal by itself
         print(f"vitzoo {command}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exit_:
+        return _refused(exit_)
     finally:
         engine = sys.modules.get("vitzoo.training.engine")  # loaded only by the commands that train
         if engine is not None:
             engine.release_open_runs()
+
+
+def _refused(exit_: SystemExit) -> int:
+    """A parser's refusal (its one line already printed) as the exit code, so that callers in-process get a code
+    as the shell does; --help and --version still end the process as argparse means them to."""
+    if exit_.code in (0, None):
+        raise exit_
+    return exit_.code if isinstance(exit_.code, int) else 2
 
