@@ -225,10 +225,10 @@ def fit(
         for callback in callbacks:
             callback.on_checkpoint(context, path)
 
-    def stop_if_interrupted() -> None:
+    def stop_if_interrupted(between_steps: bool = False) -> None:
         """After an optimizer step or a checkpoint: on SIGINT/SIGTERM (at the same step on every process),
         checkpoint this step unless it just was, give the folder up and raise `Interrupted`."""
-        received = interruption.agreed()
+        received = interruption.agreed(state.step if between_steps else None)
         if not received:
             return
         if saved_at != state.step:
@@ -306,7 +306,7 @@ def fit(
                     plan.total_steps = state.step
                 if state.step >= plan.total_steps:  # the epoch's end evaluates and saves, then looks for a signal
                     break
-                stop_if_interrupted()
+                stop_if_interrupted(between_steps=True)
             if state.step >= plan.total_steps and state.batches_in_epoch < plan.batches_per_epoch:
                 stopped_mid_epoch = True
                 break
@@ -464,10 +464,17 @@ class Interruption:
     def _note(self, number: int, frame: object) -> None:
         self.received = self.received or number
 
-    def agreed(self) -> int:
-        """The signal every process stops for now (0: go on); a collective when there are several processes."""
+    # with several processes, agreeing is a collective (a host sync on GPUs): between steps it is asked every this
+    # many steps, well inside the grace a scheduler gives before SIGKILL
+    EVERY = 8
+
+    def agreed(self, step: int | None = None) -> int:
+        """The signal every process stops for now (0: go on); `step`: asked between steps, where several
+        processes agree only every `EVERY` steps (always at epoch ends and checkpoints, where `step` is None)."""
         if self.accelerator.num_processes == 1:
             return self.received
+        if step is not None and step % self.EVERY:
+            return 0
         mine = torch.tensor([self.received], device=self.accelerator.device)
         return int(self.accelerator.reduce(mine, reduction="max")[0])
 
