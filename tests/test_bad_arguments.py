@@ -221,3 +221,16 @@ def test_a_hub_dataset_in_the_cache_passes_offline(tmp_path):
         check_source("someone/cached")
     finally:
         shutil.rmtree(os.path.join(datasets.config.HF_DATASETS_CACHE, "someone___cached"))
+
+
+@pytest.mark.parametrize("where", ["name", "revision"])
+def test_load_never_sends_a_token_given_as_a_name_or_revision(where, monkeypatch):
+    import vitzoo
+    from vitzoo import hub
+
+    asked = []
+    monkeypatch.setattr(hub, "cached_file", lambda *args, **kwargs: asked.append(args))
+    name, revision = (f"someone/{TOKEN}", None) if where == "name" else ("someone/model", TOKEN)
+    with pytest.raises(BadInputError, match="looks like a Hugging Face access token") as error:
+        vitzoo.load(name, revision=revision)
+    assert TOKEN not in str(error.value) and not asked

@@ -14,7 +14,7 @@ import torch
 
 from vitzoo import hub, registry
 from vitzoo.backends import hf_backend, timm_backend
-from vitzoo.errors import BadInputError, UnknownModelError, WeightsNotFoundError, redact_tokens
+from vitzoo.errors import BadInputError, UnknownModelError, WeightsNotFoundError, looks_like_token, redact_tokens
 from vitzoo.families.base import check_task
 from vitzoo.images import Preprocessor, check_float_pixels, is_float_pixels, preprocessing_from_image_processor
 from vitzoo.io import MODEL_FOLDER, VITZOO_FILE, atomic_directory, is_local_path, read_json
@@ -293,6 +293,10 @@ def load(
                             f"got {type(name_or_path).__name__} {name_or_path!r}")
     if backend is not None and backend not in BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    for what, text in (("the model's name", os.fspath(name_or_path)), ("revision", revision or "")):
+        if looks_like_token(text):  # before it reaches a message or a Hub URL
+            raise BadInputError(f"{what} looks like a Hugging Face access token (hf_...), which it must not be: it was "
+                                "neither used nor sent anywhere; vitzoo reads a token from HF_TOKEN or `hf auth login`")
     if task is not None:
         check_task(task)
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
