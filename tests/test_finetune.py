@@ -109,7 +109,7 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
 
 
 def test_bad_inputs_fail_before_training(tmp_path):
-    with pytest.raises(vitzoo.BadInputError, match="multiple"):
+    with pytest.raises(vitzoo.BadInputError, match="18 is not a whole number of deit-tiny's 4-px patches; use 16 or 20"):
         run(tmp_path, "--image-size", "18")
     one_class = tmp_path / "one"
     (one_class / "cat").mkdir(parents=True)

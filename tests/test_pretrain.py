@@ -181,7 +181,7 @@ def test_resume_auto_continues(runs, tmp_path):
 @pytest.mark.parametrize(("method", "extra", "match"), [
     ("mae", ["--mask-ratio", "1.0"], "mask-ratio"),
     ("simmim", ["--mask-ratio", "0"], "mask-ratio"),
-    ("mae", ["--image-size", "18"], "multiple"),
+    ("mae", ["--image-size", "18"], "not a whole number of mae-base's 4-px patches"),
     ("simmim", ["--mask-patch-size", "6"], "mask-patch-size"),
     ("beit", ["--config-overrides", ARCH + ",vocab_size=64"], "tokenizer has 16 codes"),
 ])
