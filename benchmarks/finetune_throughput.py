@@ -8,7 +8,7 @@ so nothing is downloaded) on the same data (the bundled digits, the recipe's own
 the same batch size and input size, in this one process (so with the same torch thread count),
 without evaluation or checkpointing inside the timed steps:
 
-- recipe: `vitzoo.recipes.finetune.train(FinetuneArguments(...))`, i.e. the recipe exactly as `vitzoo finetune` runs it
+- recipe: `vitzoo.methods.finetune.train(FinetuneArguments(...))`, i.e. the recipe exactly as `vitzoo finetune` runs it
   (uint8 tensor augmentation in the DataLoader workers, batch normalisation in the loop, timm
   label-smoothing loss, AdamW with parameter groups, gradient clipping at 1.0).
 - Trainer: the transformers image-classification guide: a `ViTImageProcessor` gives size / mean /

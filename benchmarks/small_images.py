@@ -12,7 +12,7 @@ hidden_size=96,num_hidden_layers=4,num_attention_heads=3,intermediate_size=384,p
 at 28 px (0.46M parameters), random init -- with AdamW at batch 64, in this one process (the
 same torch threads), each in its faster precision:
 
-- recipe: `vitzoo.recipes.finetune.train(FinetuneArguments(dataset=FOLDER, ...))`, the recipe as
+- recipe: `vitzoo.methods.finetune.train(FinetuneArguments(dataset=FOLDER, ...))`, the recipe as
   `vitzoo finetune` runs it with its defaults (`--mixed-precision auto`, `--in-memory auto`, its
   augmentation: random resized crop and flip, label smoothing, clipping, logging, progress bar).
 - plain loop (written here, the way one would by hand): every PNG decoded once into a uint8 tensor,
@@ -78,8 +78,7 @@ def steady_rate(stamps: list[float], batch_size: int, warmup: int, steps: int) -
 
 
 def run_recipe(folder: str, args: argparse.Namespace) -> dict:
-    from vitzoo.recipes import finetune
-
+    from vitzoo.methods import finetune
     from vitzoo.training.arguments import FinetuneArguments
     from vitzoo.training.objective import Callback
 

@@ -18,6 +18,7 @@ import vitzoo
 from vitzoo.data import load_splits
 from vitzoo.data.sources import check_source
 from vitzoo.errors import BadInputError
+from vitzoo.methods import parse, recipes
 from vitzoo.training import arguments
 
 RUN = ["finetune", "--model", "deit-tiny", *COMMON]
@@ -64,12 +65,12 @@ def test_a_cheap_check_comes_before_the_data_and_the_model(capsys, tmp_path, fla
 ])
 def test_method_flags_that_only_exhaust_memory_or_time(capsys, tmp_path, method, flags, named):
     module, argv = METHODS[method]
-    assert named in refused(capsys, tmp_path, [module.__name__.rsplit(".", 1)[1], *argv, *flags])
+    assert named in refused(capsys, tmp_path, [module.name, *argv, *flags])
 
 
 def numeric_fields():
-    for recipe, methods in arguments.RECIPES.items():
-        for method, cls in methods.items():
+    for recipe, classes in recipes().items():
+        for method, cls in classes.items():
             for field in dataclasses.fields(cls):
                 kind = arguments.get_type_hints(cls)[field.name]
                 if {int, float} & {kind, *arguments.get_args(kind)}:
@@ -78,7 +79,7 @@ def numeric_fields():
 
 @pytest.mark.parametrize(("recipe", "method", "name"), list(numeric_fields()))
 def test_every_numeric_flag_refuses_negative_and_non_finite_values(recipe, method, name):
-    args = arguments.parse(recipe, ["--method", method] if method else [])
+    args = parse(recipe, ["--method", method] if method else [])
     for value in (-1, math.nan, math.inf):
         with pytest.raises(BadInputError, match=f"^--{name.replace('_', '-')} must be"):
             arguments.check_arguments(dataclasses.replace(args, **{name: value}))

@@ -102,7 +102,8 @@ def test_a_resumed_plan_is_neither_planned_again_nor_stopped_late():
 
 
 def test_without_epochs_the_budget_alone_ends_the_run():
-    from vitzoo.training.arguments import given, parse
+    from vitzoo.methods import parse
+    from vitzoo.training.arguments import given
 
     args = parse("finetune", ["--time-budget", "2m"])
     budget_module.apply_to_epochs(args, given(args))

@@ -13,9 +13,9 @@ import timm
 import torch
 import transformers
 from timm.task import LogitDistillationTask, TokenDistillationTask
-from vitzoo.recipes import distill
 
 import vitzoo
+from vitzoo import methods
 from vitzoo.objectives import deit_distill as deit_module
 from vitzoo.objectives import dino
 from vitzoo.objectives.deit_distill import deit_distillation_loss, teacher_class_index
@@ -102,7 +102,7 @@ def test_label_sets_must_match_unless_mapped(tmp_path):
 
 def test_teacher_with_other_classes_fails_before_training(tiny_hub, tmp_path):
     with pytest.raises(vitzoo.BadInputError, match="1000 classes"):  # an ImageNet teacher on digits
-        distill.main(["--model", "deit-tiny-distilled", *TINY, "--teacher", "deit-small", "--output-dir", str(tmp_path / "x")])
+        methods.run("distill", ["--model", "deit-tiny-distilled", *TINY, "--teacher", "deit-small", "--output-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
@@ -116,7 +116,7 @@ def test_distilled_student_trains_with_frozen_cnn_teacher(tiny_hub, tmp_path, mo
 
     monkeypatch.setattr(deit_module.FrozenTeacher, "__init__", keep)
     output = str(tmp_path / "run")
-    results = distill.main(["--model", "deit-tiny-distilled", *TINY, "--teacher", "resnet18", "--teacher-scratch",
+    results = methods.run("distill", ["--model", "deit-tiny-distilled", *TINY, "--teacher", "resnet18", "--teacher-scratch",
                             "--epochs", "1", "--output-dir", output])
     teacher = teachers[0]
     assert not teacher.model.training and all(not p.requires_grad and p.grad is None for p in teacher.model.parameters())
@@ -155,7 +155,7 @@ def test_teacher_weights_unchanged(tiny_hub, tmp_path):
 
     deit_module.FrozenTeacher.forward = spy
     try:
-        distill.main(["--model", "deit-tiny", *TINY, "--teacher", teacher_dir, "--distill-type", "soft", "--tau", "2",
+        methods.run("distill", ["--model", "deit-tiny", *TINY, "--teacher", teacher_dir, "--distill-type", "soft", "--tau", "2",
                       "--epochs", "1", "--output-dir", str(tmp_path / "run")])
     finally:
         deit_module.FrozenTeacher.forward = original
@@ -288,7 +288,7 @@ def test_multicrop_packs_and_unpacks():
 def test_dino_recipe_saves_a_backbone(tiny_hub, tmp_path):
     output = str(tmp_path / "dino")
     with pytest.warns(UserWarning, match="centre"):
-        results = distill.main(["--method", "dino", "--model", "dino-vits16", *TINY, "--batch-size", "8",
+        results = methods.run("distill", ["--method", "dino", "--model", "dino-vits16", *TINY, "--batch-size", "8",
                                 "--max-train-samples", "32", "--out-dim", "32", "--head-hidden-dim", "32",
                                 "--head-bottleneck-dim", "16", "--local-crops", "2", "--head-batch-norm",
                                 "--epochs", "1", "--output-dir", output])
@@ -408,7 +408,7 @@ def test_cached_teacher_logits_give_the_live_loss(tiny_hub, tmp_path, monkeypatc
     monkeypatch.setattr(deit_module.FrozenTeacher, "forward", teacher_spy)
     monkeypatch.setattr(deit_module, "student_heads", heads_spy)
     monkeypatch.setattr(deit_module, "deit_distillation_loss", loss_spy)
-    results = distill.main(["--model", "deit-tiny-distilled", *TINY, *NO_AUGMENTATION, "--teacher", "resnet18",
+    results = methods.run("distill", ["--model", "deit-tiny-distilled", *TINY, *NO_AUGMENTATION, "--teacher", "resnet18",
                             "--teacher-scratch", "--distill-type", "soft", "--tau", "2", "--eval-batch-size", "40",
                             "--cache-teacher-logits", "--epochs", "2", "--output-dir", str(tmp_path / "run")])
     assert results["cached_teacher_logits"] and results["steps"] == 2 * 96 // 16
@@ -446,14 +446,14 @@ def test_cached_teacher_logits_refused_with_augmentation(tiny_hub, tmp_path, fla
     argv = ["--model", "deit-tiny-distilled", *TINY, *flags, "--teacher", "resnet18", "--teacher-scratch",
             "--cache-teacher-logits", "--output-dir", str(tmp_path / "x")]
     with pytest.raises(vitzoo.BadInputError, match="--cache-teacher-logits") as error:
-        distill.main(argv)
+        methods.run("distill", argv)
     assert named in str(error.value)
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
 def test_cached_teacher_logits_refused_for_dino(tmp_path):
     with pytest.raises(vitzoo.BadInputError, match="--cache-teacher-logits"):
-        distill.main(["--method", "dino", "--cache-teacher-logits", "--output-dir", str(tmp_path / "x")])
+        methods.run("distill", ["--method", "dino", "--cache-teacher-logits", "--output-dir", str(tmp_path / "x")])
 
 
 # --------------------------------------------------------------------------- resume
@@ -473,13 +473,13 @@ def test_resume_matches_uninterrupted_run(tiny_hub, tmp_path, crash_after_checkp
                 "--out-dim", "32", "--head-hidden-dim", "32", "--head-bottleneck-dim", "16", "--local-crops", "2"]
     argv += ["--epochs", "2", "--checkpoint-steps", "3", "--seed", "3"]
     straight = str(tmp_path / "straight")
-    distill.main([*argv, "--output-dir", straight])
+    methods.run("distill", [*argv, "--output-dir", straight])
 
     resumed = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
-        distill.main([*argv, "--output-dir", resumed], callbacks=[crash_after_checkpoint(3)])
+        methods.run("distill", [*argv, "--output-dir", resumed], callbacks=[crash_after_checkpoint(3)])
     assert checkpoint_module.latest_checkpoint(resumed).endswith("step-00000003")  # mid-epoch (4 steps each)
-    results = distill.main([*argv, "--resume", "auto", "--output-dir", resumed])
+    results = methods.run("distill", [*argv, "--resume", "auto", "--output-dir", resumed])
     assert results["steps"] == 8
     expected = load_file(os.path.join(straight, "model", "model.safetensors"))
     got = load_file(os.path.join(resumed, "model", "model.safetensors"))
@@ -501,13 +501,13 @@ def test_push_to_hub_checked_first_and_run_pushed_at_the_end(tiny_hub, tmp_path,
     argv += ["--max-train-samples", "32", "--epochs", "1"]
     folder = tmp_path / "no-repo"
     with pytest.raises(vitzoo.BadInputError, match="--hub-model-id"):
-        distill.main([*argv, "--push-to-hub", "--output-dir", str(folder)])
+        methods.run("distill", [*argv, "--push-to-hub", "--output-dir", str(folder)])
     assert not folder.exists()  # nothing trained, nothing written
     pushed = []
     monkeypatch.setenv("HF_TOKEN", "hf_fakeTOKEN0123456789abcdefghijklmnop")
     monkeypatch.setattr(publish, "push_run", lambda output_dir, repo_id, **kwargs: pushed.append((output_dir, repo_id, kwargs)))
     folder = str(tmp_path / "pushed")
-    distill.main([*argv, "--push-to-hub", "--hub-model-id", "someone/distilled", "--hub-revision", "v1",
+    methods.run("distill", [*argv, "--push-to-hub", "--hub-model-id", "someone/distilled", "--hub-revision", "v1",
                   "--output-dir", folder])
     assert pushed == [(folder, "someone/distilled", {"private": False, "revision": "v1"})]
     assert os.path.isfile(os.path.join(folder, "model", "model.safetensors"))  # pushed once the model was saved

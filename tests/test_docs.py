@@ -7,7 +7,7 @@
   to the Hub) says so in its fence, ```python no-run; those are listed as skipped tests and kept few.
 - Every command line of a ```bash block that starts `vitzoo ...`, `python recipes/NAME.py ...` or
   `accelerate launch ... recipes/NAME.py ...` is parsed by the parser that will read it: the CLI's
-  (`vitzoo.cli.build_parser`), the recipe's (`vitzoo.training.arguments.parse` + its value checks) and
+  (`vitzoo.cli.build_parser`), the recipe's (`vitzoo.methods.parse` + its value checks) and
   Accelerate's launcher (`launch_command_parser`). Abbreviated flags are not accepted, so a renamed or
   removed flag fails here. `\\` continuations, `# comments`, variables the block sets (`A="..."`,
   `ARCH=...`) and `...` placeholders (dropped) are handled as a shell would.
@@ -168,7 +168,8 @@ def _parse(parse, argv: list[str]):
 def check_recipe(recipe: str, argv: list[str]) -> None:
     """A recipe's command line, as `vitzoo RECIPE` and `recipes/RECIPE.py` read it, values checked too."""
     from vitzoo.errors import VitzooError
-    from vitzoo.training.arguments import check_arguments, parse
+    from vitzoo.methods import parse
+    from vitzoo.training.arguments import check_arguments
 
     try:
         args = _parse(lambda a: parse(recipe, a), argv)

@@ -13,9 +13,9 @@ import torch
 import transformers
 from recipe_runs import COMMON, METHODS
 from safetensors.torch import load_file
-from vitzoo.recipes import distill, finetune
 
-from vitzoo.training.arguments import RECIPES, build_parser
+from vitzoo import methods
+from vitzoo.methods import build_parser, recipes
 from vitzoo.training.objective import Callback
 
 CLASSIFIER_KEYS = {"accuracy", "top5", "macro_f1", "samples", "step", "epoch"}
@@ -66,8 +66,8 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
               "--warmup-ratio", "0.2", "--max-grad-norm", "0.5"]
     small = str(tmp_path / "accumulated")
     large = str(tmp_path / "large")
-    accumulated = finetune.main([*common, "--batch-size", "16", "--gradient-accumulation-steps", "2", "--output-dir", small])
-    plain = finetune.main([*common, "--batch-size", "32", "--output-dir", large])
+    accumulated = methods.run("finetune", [*common, "--batch-size", "16", "--gradient-accumulation-steps", "2", "--output-dir", small])
+    plain = methods.run("finetune", [*common, "--batch-size", "32", "--output-dir", large])
     assert accumulated["steps"] == plain["steps"] == 2 * 160 // 32  # 20 batches of 16 make 10 updates
     logged = [[(e["step"], e["lr"]) for e in read_events(folder) if "loss" in e] for folder in (small, large)]
     assert logged[0] == logged[1] and len(logged[0]) == 10
@@ -80,7 +80,7 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
 
 def test_eval_steps_evaluate_mid_epoch_at_fractional_epochs(tmp_path):
     folder = str(tmp_path / "run")
-    finetune.main(["--model", "deit-tiny", *COMMON, "--max-train-samples", "160", "--epochs", "2", "--eval-steps", "3",
+    methods.run("finetune", ["--model", "deit-tiny", *COMMON, "--max-train-samples", "160", "--epochs", "2", "--eval-steps", "3",
                    "--output-dir", folder])
     evals = [(e["step"], e["epoch"]) for e in read_events(folder) if e.get("eval")]
     # 10 updates per epoch: every 3rd update, plus each epoch's end
@@ -91,7 +91,7 @@ def test_report_to_tensorboard_writes_the_logged_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     folder = str(tmp_path / "run")
-    finetune.main(["--model", "deit-tiny", *COMMON, "--epochs", "1", "--report-to", "tensorboard", "--output-dir", folder])
+    methods.run("finetune", ["--model", "deit-tiny", *COMMON, "--epochs", "1", "--report-to", "tensorboard", "--output-dir", folder])
     files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(folder, "logs"))
              for name in names if name.startswith("events.out.tfevents")]
     assert files
@@ -124,7 +124,7 @@ def test_channels_last_reaches_the_patch_embedding_and_the_inputs(tmp_path):
     seen = {}
     for flag in ([], ["--channels-last"]):
         watch = Watch(look)
-        finetune.main(["--model", "deit-tiny", *COMMON, "--epochs", "1", *flag, "--output-dir", str(tmp_path / str(len(flag)))],
+        methods.run("finetune", ["--model", "deit-tiny", *COMMON, "--epochs", "1", *flag, "--output-dir", str(tmp_path / str(len(flag)))],
                       callbacks=[watch])
         seen[bool(flag)] = watch.seen
     assert seen == {False: (False, False), True: (True, True)}
@@ -164,7 +164,7 @@ def test_ema_decay_saves_the_average_and_leaves_the_training_weights_alone(tmp_p
                 assert saved.keys() == live.keys()
                 differs.append(any(not torch.equal(saved[key], live[key]) for key in saved))
 
-    results = finetune.main(["--model", "deit-tiny", *COMMON, "--epochs", "2", "--ema-decay", "0.5",
+    results = methods.run("finetune", ["--model", "deit-tiny", *COMMON, "--epochs", "2", "--ema-decay", "0.5",
                              "--learning-rate", "1e-2", "--output-dir", folder], callbacks=[Check()])
     assert differs and all(differs)
     best = results["eval"]["step"]
@@ -176,7 +176,7 @@ def test_ema_decay_saves_the_average_and_leaves_the_training_weights_alone(tmp_p
 
 # --------------------------------------------------------------------------- arguments
 def all_methods():
-    return [(recipe, method) for recipe, methods in RECIPES.items() for method in methods]
+    return [(recipe, method) for recipe, classes in recipes().items() for method in classes]
 
 
 def flags_of(recipe, method):
@@ -229,7 +229,7 @@ def test_config_file_reruns_a_run_and_picks_its_method(tmp_path, tiny_hub):
     first = str(tmp_path / "first")
     recipe.main([*argv, "--epochs", "1", "--output-dir", first])
     again = str(tmp_path / "again")
-    results = distill.main(["--config", os.path.join(first, "args.json"), "--output-dir", again])
+    results = methods.run("distill", ["--config", os.path.join(first, "args.json"), "--output-dir", again])
     assert results["method"] == "dino" and results["steps"] == 4
     assert json.load(open(os.path.join(again, "args.json"))) == {
         **json.load(open(os.path.join(first, "args.json"))), "output_dir": again}
@@ -250,7 +250,7 @@ def test_resume_without_the_state_a_flag_needs_is_a_clear_error(tmp_path):
 
     folder = str(tmp_path / "run")
     argv = ["--model", "deit-tiny", *COMMON, "--epochs", "1", "--output-dir", folder]
-    finetune.main(argv)
+    methods.run("finetune", argv)
     with pytest.raises(vitzoo.BadInputError, match="has no saved ema.*--ema-decay"):
-        finetune.main([*argv, "--epochs", "2", "--ema-decay", "0.9", "--resume", "auto"])
+        methods.run("finetune", [*argv, "--epochs", "2", "--ema-decay", "0.9", "--resume", "auto"])
     assert json.load(open(os.path.join(folder, "results.json")))["steps"] == 4

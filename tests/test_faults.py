@@ -14,8 +14,8 @@ import pytest
 import torch
 from recipe_runs import COMMON
 from safetensors.torch import load_file
-from vitzoo.recipes import finetune
 
+from vitzoo import methods
 from vitzoo.cli import main as cli
 from vitzoo.training import checkpoint as checkpoint_module
 from vitzoo.training.objective import Callback
@@ -68,7 +68,7 @@ def test_output_dir_that_is_a_file_or_under_one(tmp_path, capsys):
 # --------------------------------------------------------------------------- one run per folder
 def test_a_folder_with_another_run_is_refused_then_resumed_or_overwritten(tmp_path, capsys):
     folder = str(tmp_path / "run")
-    first = finetune.main([*RUN, "--epochs", "1", "--checkpoint-steps", "1", "--keep-checkpoints", "10",
+    first = methods.run("finetune", [*RUN, "--epochs", "1", "--checkpoint-steps", "1", "--keep-checkpoints", "10",
                            "--output-dir", folder])
     before = sorted(os.listdir(folder))
     err = one_line_error(capsys, ["finetune", "--model", "vit-base-in21k", *COMMON, "--output-dir", folder])
@@ -76,7 +76,7 @@ def test_a_folder_with_another_run_is_refused_then_resumed_or_overwritten(tmp_pa
     assert sorted(os.listdir(folder)) == before  # nothing overwritten, appended or pruned
     assert len(open(os.path.join(folder, "metrics.jsonl")).read().splitlines()) == first["steps"] + 1
     # --overwrite clears the old run first: its high-step checkpoints cannot outlive the new run's own
-    second = finetune.main([*RUN, "--epochs", "1", "--batch-size", "32", "--overwrite", "--output-dir", folder])
+    second = methods.run("finetune", [*RUN, "--epochs", "1", "--batch-size", "32", "--overwrite", "--output-dir", folder])
     assert second["steps"] == 2
     assert os.listdir(os.path.join(folder, "checkpoints")) == ["step-00000002"]
     events = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
@@ -97,7 +97,7 @@ def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys
     assert f"in use by another run (pid {os.getppid()}" in err
     assert not (folder / "checkpoints").exists()
     os.close(holder)  # that run is gone: its record stays, naming a live pid, and counts for nothing
-    finetune.main([*RUN, "--epochs", "1", "--output-dir", str(folder)])
+    methods.run("finetune", [*RUN, "--epochs", "1", "--output-dir", str(folder)])
     assert not lock.exists()  # released at the end
 
 
@@ -123,7 +123,7 @@ def rewrite_manifest(path: str) -> None:
 
 def test_resuming_never_unpickles_a_checkpoint_file(tmp_path):
     folder = str(tmp_path / "run")
-    finetune.main([*RUN, "--epochs", "1", "--ema-decay", "0.9", "--output-dir", folder])
+    methods.run("finetune", [*RUN, "--epochs", "1", "--ema-decay", "0.9", "--output-dir", folder])
     checkpoint = checkpoint_module.latest_checkpoint(folder)
     marker = str(tmp_path / "code-ran")
     originals = {name: open(os.path.join(checkpoint, name), "rb").read() for name in os.listdir(checkpoint)}
@@ -133,7 +133,7 @@ def test_resuming_never_unpickles_a_checkpoint_file(tmp_path):
         with open(os.path.join(checkpoint, name), "wb") as handle:
             pickle.dump(Payload(marker), handle)
     rewrite_manifest(checkpoint)
-    resumed = finetune.main([*RUN, "--epochs", "1", "--ema-decay", "0.9", "--resume", checkpoint, "--output-dir", folder])
+    resumed = methods.run("finetune", [*RUN, "--epochs", "1", "--ema-decay", "0.9", "--resume", checkpoint, "--output-dir", folder])
     assert resumed["steps"] == 4 and not os.path.exists(marker)
     # every file a resume reads, replaced by a pickle in turn (with a matching manifest): a clear error, no code
     for name in originals:
@@ -148,17 +148,17 @@ def test_resuming_never_unpickles_a_checkpoint_file(tmp_path):
         if name != "manifest.json":
             rewrite_manifest(checkpoint)
         with pytest.raises(checkpoint_module.CheckpointError):
-            finetune.main([*RUN, "--epochs", "1", "--ema-decay", "0.9", "--resume", checkpoint, "--output-dir", folder])
+            methods.run("finetune", [*RUN, "--epochs", "1", "--ema-decay", "0.9", "--resume", checkpoint, "--output-dir", folder])
         assert not os.path.exists(marker), name
 
 
 def test_a_broken_newest_checkpoint_falls_back_to_the_intact_one(tmp_path, capsys):
     argv = [*RUN, "--epochs", "2", "--checkpoint-steps", "3", "--keep-checkpoints", "10", "--mixup", "0.3", "--seed", "2"]
     straight = str(tmp_path / "straight")
-    finetune.main([*argv, "--output-dir", straight])
+    methods.run("finetune", [*argv, "--output-dir", straight])
     resumed = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
-        finetune.main([*argv, "--output-dir", resumed], callbacks=[Crash(6)])
+        methods.run("finetune", [*argv, "--output-dir", resumed], callbacks=[Crash(6)])
     newest = checkpoint_module.latest_checkpoint(resumed)
     assert newest.endswith("step-00000006")
     weights = os.path.join(newest, "model.safetensors")
@@ -169,7 +169,7 @@ def test_a_broken_newest_checkpoint_falls_back_to_the_intact_one(tmp_path, capsy
     assert "model.safetensors" in err and "truncated" in err
     # --resume auto: says which it skipped and why, continues from step 4 and ends as the uninterrupted run
     with pytest.warns(UserWarning, match="skipping the broken checkpoint .*step-00000006"):
-        results = finetune.main([*argv, "--resume", "auto", "--output-dir", resumed])
+        results = methods.run("finetune", [*argv, "--resume", "auto", "--output-dir", resumed])
     assert results["steps"] == 8
     expected = load_file(os.path.join(straight, "model", "model.safetensors"))
     got = load_file(os.path.join(resumed, "model", "model.safetensors"))
@@ -178,7 +178,7 @@ def test_a_broken_newest_checkpoint_falls_back_to_the_intact_one(tmp_path, capsy
 
 def test_resuming_another_model_names_both(tmp_path, capsys):
     folder = str(tmp_path / "run")
-    finetune.main([*RUN, "--epochs", "1", "--output-dir", folder])
+    methods.run("finetune", [*RUN, "--epochs", "1", "--output-dir", folder])
     other = "hidden_size=48,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,patch_size=4"
     argv = [a if a != COMMON[2] else other for a in RUN]
     err = one_line_error(capsys, ["finetune", *argv, "--epochs", "2", "--resume", "auto", "--output-dir", folder])
@@ -196,12 +196,12 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint_module, "save_file", fill_up)
     with pytest.raises(checkpoint_module.DiskFullError, match="no space left on device in .*step-00000004 is intact"):
-        finetune.main([*RUN, "--epochs", "2", "--output-dir", folder])
+        methods.run("finetune", [*RUN, "--epochs", "2", "--output-dir", folder])
     names = os.listdir(os.path.join(folder, "checkpoints"))
     assert names == ["step-00000004"]  # the partial .tmp-step-00000008 is gone
     assert checkpoint_module.verify(os.path.join(folder, "checkpoints", "step-00000004")) is None
     monkeypatch.setattr(checkpoint_module, "save_file", real)
-    assert finetune.main([*RUN, "--epochs", "2", "--resume", "auto", "--output-dir", folder])["steps"] == 8
+    assert methods.run("finetune", [*RUN, "--epochs", "2", "--resume", "auto", "--output-dir", folder])["steps"] == 8
 
 
 @pytest.mark.parametrize("argv", [
@@ -223,7 +223,7 @@ def test_a_run_folder_loads_as_its_model(tmp_path):
     import vitzoo
 
     folder = str(tmp_path / "run")
-    finetune.main([*RUN, "--epochs", "1", "--output-dir", folder])
+    methods.run("finetune", [*RUN, "--epochs", "1", "--output-dir", folder])
     pixels = torch.randn(2, 3, 16, 16)
     from_run, from_model = vitzoo.load(folder), vitzoo.load(os.path.join(folder, "model"))
     assert torch.equal(from_run.logits(pixels), from_model.logits(pixels))
@@ -295,7 +295,7 @@ def test_the_done_line_counts_skipped_files(tmp_path, capsys):
     for name in ("a", "b"):
         write_images(root / name, 20, size=(16, 16))
     (root / "a" / "broken.png").write_bytes(b"not an image at all")
-    finetune.main(["--model", "deit-tiny", *COMMON[:7], "--dataset", str(root), "--batch-size", "8", "--epochs", "1",
+    methods.run("finetune", ["--model", "deit-tiny", *COMMON[:7], "--dataset", str(root), "--batch-size", "8", "--epochs", "1",
                    "--val-fraction", "0.2", "--output-dir", str(tmp_path / "run")])
     done = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done:")]
     assert done and done[0].endswith("; 1 unreadable image file(s) skipped")

@@ -12,9 +12,9 @@ import timm
 import torch
 import transformers
 from safetensors.torch import load_file
-from vitzoo.recipes import finetune
 
 import vitzoo
+from vitzoo import methods
 from vitzoo.training import checkpoint as checkpoint_module
 from vitzoo.training.engine import NonFiniteLossError
 from vitzoo.training.optim import build_optimizer, parameter_groups
@@ -28,7 +28,7 @@ TINY = ["--model", "deit-tiny", "--scratch", "--config-overrides",
 
 def run(tmp_path, *extra: str, name: str = "run", callbacks=()) -> tuple[dict, str]:
     output = str(tmp_path / name)
-    results = finetune.main([*TINY, "--output-dir", output, *extra], callbacks=callbacks)
+    results = methods.run("finetune", [*TINY, "--output-dir", output, *extra], callbacks=callbacks)
     return results, output
 
 
@@ -118,7 +118,7 @@ def test_bad_inputs_fail_before_training(tmp_path):
     for index in range(4):
         Image.new("RGB", (8, 8), (index, 0, 0)).save(one_class / "cat" / f"{index}.png")
     with pytest.raises(vitzoo.BadInputError, match="class"):
-        finetune.main([*TINY, "--dataset", str(one_class), "--output-dir", str(tmp_path / "x")])
+        methods.run("finetune", [*TINY, "--dataset", str(one_class), "--output-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x" / "checkpoints").exists()
 
 
@@ -208,8 +208,7 @@ def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
 def test_auto_mixed_precision_takes_bf16_only_where_the_shape_pays_on_a_cpu(monkeypatch, tmp_path, capsys):
     """On a CPU with native bf16, a single-process run's auto precision follows the measured rule of
     its shape: batch x tokens x hidden^2 >= 2e7 trains in bf16, smaller shapes in fp32."""
-    from vitzoo.recipes import finetune
-
+    from vitzoo import methods
     from vitzoo.training import autoprecision, engine
 
     assert autoprecision.choose(96, 17, 64).precision == "no"  # 1.0e7: measured 0.80x in bf16
@@ -220,12 +219,12 @@ def test_auto_mixed_precision_takes_bf16_only_where_the_shape_pays_on_a_cpu(monk
     small = ["--model", "deit-tiny", "--scratch", "--config-overrides", "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,"
              "intermediate_size=64,patch_size=4", "--image-size", "16", "--max-train-samples", "32", "--max-eval-samples", "16",
              "--epochs", "1", "--batch-size", "16", "--output-dir", str(tmp_path / "small")]
-    finetune.main(small)
+    methods.run("finetune", small)
     out = capsys.readouterr().out
     assert "mixed precision auto: fp32 (batch 16 x 17 tokens x hidden 32^2" in out and "mixed precision: no" in out
     wide = [*small[:4], "hidden_size=384,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,patch_size=4",
             *small[5:-1], str(tmp_path / "wide")]
-    finetune.main(wide)
+    methods.run("finetune", wide)
     assert "mixed precision auto: bf16" in capsys.readouterr().out
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from recipe_runs import ARCH, METHODS
 
-from vitzoo.training.arguments import RECIPES, FinetuneArguments, load_data
+from vitzoo.methods import recipes
+from vitzoo.training.arguments import FinetuneArguments, load_data
 from vitzoo.training.objective import Callback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -199,8 +200,8 @@ def test_every_flag_is_probed_or_shown_by_a_named_test():
     for place in SHOWN_BY.values():
         module, name = place.split("::")
         assert name in tests[module], place
-    for recipe, methods in RECIPES.items():
-        for method, cls in methods.items():
+    for recipe, classes in recipes().items():
+        for method, cls in classes.items():
             missing = {f.name for f in dataclasses.fields(cls)} - PROBED - set(SHOWN_BY)
             assert not missing, f"{recipe} {method}: no test shows what {sorted(missing)} do"
 
@@ -222,9 +223,8 @@ def test_cpu_keeps_training_on_the_cpu(monkeypatch):
 def test_scratch_and_revision_choose_the_weights(tiny_hub, tmp_path):
     """Without --scratch the run starts from the cached weights, with it from a random init; --revision
     asks the Hub cache for that revision of the weights."""
-    from vitzoo.recipes import finetune
-
     import vitzoo
+    from vitzoo import methods
 
     pretrained = vitzoo.load("deit-tiny", task="classification", num_labels=10).model.state_dict()
 
@@ -237,7 +237,7 @@ def test_scratch_and_revision_choose_the_weights(tiny_hub, tmp_path):
     for scratch in (False, True):
         watch = Weights()
         with pytest.raises(Stop):
-            finetune.main(["--model", "deit-tiny", "--max-train-samples", "32", "--max-eval-samples", "16",
+            methods.run("finetune", ["--model", "deit-tiny", "--max-train-samples", "32", "--max-eval-samples", "16",
                            "--batch-size", "16", "--num-workers", "0", "--epochs", "1", *(["--scratch"] if scratch else []),
                            "--output-dir", str(tmp_path / str(scratch))], callbacks=[watch])
         seen[scratch] = watch.state
@@ -245,7 +245,7 @@ def test_scratch_and_revision_choose_the_weights(tiny_hub, tmp_path):
     assert body and all(torch.equal(seen[False][key], pretrained[key]) for key in body)  # the cached weights
     assert not all(torch.equal(seen[True][key], pretrained[key]) for key in body)  # a random init
     with pytest.raises(vitzoo.WeightsNotFoundError, match="revision 'no-such-revision'"):
-        finetune.main(["--model", "deit-tiny", "--revision", "no-such-revision", "--output-dir", str(tmp_path / "r")])
+        methods.run("finetune", ["--model", "deit-tiny", "--revision", "no-such-revision", "--output-dir", str(tmp_path / "r")])
 
 
 def test_column_and_split_flags_pick_the_data():

@@ -14,9 +14,9 @@ import pytest
 import torch
 from recipe_runs import COMMON
 from safetensors.torch import load_file
-from vitzoo.recipes import finetune
 
 import vitzoo
+from vitzoo import methods
 from vitzoo.training.objective import Callback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,7 @@ def test_lora_trains_the_adapters_and_head_only_as_many_as_the_rank_says_and_sav
 
     output = str(tmp_path / "lora")
     watch = Watch()
-    results = finetune.main([*LORA, "--epochs", "1", "--output-dir", output], callbacks=[watch])
+    results = methods.run("finetune", [*LORA, "--epochs", "1", "--output-dir", output], callbacks=[watch])
 
     # r x (in + out) per adapted Linear (q_proj and v_proj, 32 -> 32, in each of 2 blocks) plus the whole head
     expected = DEPTH * 2 * 4 * (HIDDEN + HIDDEN) + head()
@@ -109,7 +109,7 @@ def test_lora_on_the_timm_backend_adapts_the_fused_qkv(tmp_path):
     from peft import PeftModel
 
     output = str(tmp_path / "timm")
-    results = finetune.main([*LORA, "--backend", "timm", "--epochs", "1", "--output-dir", output])
+    results = methods.run("finetune", [*LORA, "--backend", "timm", "--epochs", "1", "--output-dir", output])
     # one qkv Linear per block, 32 -> 96
     assert results["trainable_parameters"] == DEPTH * 4 * (HIDDEN + 3 * HIDDEN) + head()
     assert results["peft"]["targets"] == ["qkv"] and results["peft"]["heads"] == ["head"]
@@ -127,13 +127,13 @@ def test_lora_resume_after_an_interruption_ends_with_the_same_weights(tmp_path, 
     argv = [*LORA, "--epochs", "2", "--checkpoint-steps", "3", "--lora-dropout", "0.1", "--lora-targets",
             "q_proj,k_proj,v_proj,o_proj", "--max-train-samples", "96"]
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    finetune.main([*argv, "--output-dir", straight])
+    methods.run("finetune", [*argv, "--output-dir", straight])
     with pytest.raises(KeyboardInterrupt):
-        finetune.main([*argv, "--output-dir", resumed], callbacks=[crash_after_checkpoint(3)])
+        methods.run("finetune", [*argv, "--output-dir", resumed], callbacks=[crash_after_checkpoint(3)])
     # another rank cannot take this checkpoint: the message names both
     with pytest.raises(vitzoo.BadInputError, match="LoRA rank 4 on q_proj,k_proj,v_proj,o_proj.*LoRA rank 2"):
-        finetune.main([*argv, "--lora-rank", "2", "--output-dir", resumed, "--resume", "auto"])
-    finetune.main([*argv, "--output-dir", resumed, "--resume", "auto"])
+        methods.run("finetune", [*argv, "--lora-rank", "2", "--output-dir", resumed, "--resume", "auto"])
+    methods.run("finetune", [*argv, "--output-dir", resumed, "--resume", "auto"])
     for name in ("model/model.safetensors", "adapter/adapter_model.safetensors", f"{final_checkpoint(straight)[len(straight) + 1:]}/model.safetensors"):
         expected, got = (load_file(os.path.join(folder, name)) for folder in (straight, resumed))
         assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected), name
@@ -204,23 +204,23 @@ def test_lora_flags_are_checked_before_anything_runs(tmp_path, capsys, monkeypat
     assert cli(["pretrain", "--method", "mae", "--peft", "lora", "--output-dir", never]) == 2
     assert "vitzoo pretrain --method mae does not use --peft (used by vitzoo finetune)" in capsys.readouterr().err
     with pytest.raises(vitzoo.BadInputError, match="--lora-rank is used only with --peft lora"):
-        finetune.main([*COMMON, "--lora-rank", "4", "--output-dir", never])
+        methods.run("finetune", [*COMMON, "--lora-rank", "4", "--output-dir", never])
     with pytest.raises(vitzoo.BadInputError, match="--freeze-backbone .* choose one"):
-        finetune.main([*LORA, "--freeze-backbone", "--output-dir", never])
+        methods.run("finetune", [*LORA, "--freeze-backbone", "--output-dir", never])
     with pytest.raises(vitzoo.BadInputError, match="--lora-dropout must be in \\[0, 1\\)"):
-        finetune.main([*LORA, "--lora-dropout", "1", "--output-dir", never])
+        methods.run("finetune", [*LORA, "--lora-dropout", "1", "--output-dir", never])
     with pytest.raises(vitzoo.BadInputError, match="no layer of that name; its Linear layers are fc1, fc2, k_proj, o_proj, q_proj, v_proj"):
-        finetune.main([*LORA, "--lora-targets", "query", "--output-dir", str(tmp_path / "a")])
+        methods.run("finetune", [*LORA, "--lora-targets", "query", "--output-dir", str(tmp_path / "a")])
     with pytest.raises(vitzoo.BadInputError, match="is the classification head"):
-        finetune.main([*LORA, "--lora-targets", "classifier", "--output-dir", str(tmp_path / "b")])
+        methods.run("finetune", [*LORA, "--lora-targets", "classifier", "--output-dir", str(tmp_path / "b")])
     with pytest.raises(vitzoo.BadInputError, match="is a Conv2d, not a Linear"):
-        finetune.main([*LORA, "--lora-targets", "projection", "--output-dir", str(tmp_path / "c")])
+        methods.run("finetune", [*LORA, "--lora-targets", "projection", "--output-dir", str(tmp_path / "c")])
     with pytest.raises(vitzoo.BadInputError, match="has no classification head"):
         _adapt_a_model_without_a_head()
     assert not os.path.exists(never)
     monkeypatch.setitem(sys.modules, "peft", None)  # as if it were not installed
     with pytest.raises(vitzoo.BadInputError, match='needs the peft package.*pip install "vitzoo\\[peft\\]"'):
-        finetune.main([*LORA, "--output-dir", never])
+        methods.run("finetune", [*LORA, "--output-dir", never])
 
 
 def _adapt_a_model_without_a_head():
@@ -235,7 +235,7 @@ def _adapt_a_model_without_a_head():
 
 def test_vitzoo_imports_and_refuses_peft_clearly_without_peft_installed(tmp_path):
     code = ("import sys; sys.modules['peft'] = None\n"
-            "import vitzoo, vitzoo.training.fit, vitzoo.recipes.finetune\n"
+            "import vitzoo, vitzoo.training.fit, vitzoo.methods.finetune\n"
             "from vitzoo.cli import main\n"
             f"sys.exit(main(['finetune', '--peft', 'lora', '--output-dir', {str(tmp_path / 'never')!r}]))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)

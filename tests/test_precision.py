@@ -110,11 +110,10 @@ def test_every_precision_returns_fp32(tiny_hub, sample_image):
 def test_a_trained_classifier_keeps_its_top1_answers_in_bf16(tmp_path, capsys):
     """A tiny digits classifier trained here (seconds): bf16 gives the same top-1 class as fp32 on at least
     99% of the whole eval split, and what comes back is fp32."""
-    from vitzoo.recipes import finetune
-
+    from vitzoo import methods
     from vitzoo.training.arguments import FinetuneArguments, load_data
 
-    finetune.main(["--model", "deit-tiny", "--scratch", "--config-overrides", ARCH, "--image-size", "16",
+    methods.run("finetune", ["--model", "deit-tiny", "--scratch", "--config-overrides", ARCH, "--image-size", "16",
                    "--batch-size", "32", "--num-workers", "0", "--dataset", "digits", "--epochs", "6", "--learning-rate", "3e-3",
                    "--output-dir", str(tmp_path / "run")])
     zoo = vitzoo.load(tmp_path / "run" / "model")

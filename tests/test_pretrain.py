@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from vitzoo.recipes import finetune, pretrain
 
 import vitzoo
+from vitzoo import methods
 from vitzoo.objectives.masking import BlockMaskingGenerator, random_patch_mask
 from vitzoo.objectives.tokenizer import KMeansTokenizer, patchify
 
@@ -28,7 +28,7 @@ METHOD_FLAGS = {"mae": ["--decoder-hidden-size", "32", "--decoder-depth", "1"],
 
 
 def run(output: str, method: str, *extra: str) -> dict:
-    return pretrain.main(["--method", method, "--model", MODEL[method], *TINY, *METHOD_FLAGS[method],
+    return methods.run("pretrain", ["--method", method, "--model", MODEL[method], *TINY, *METHOD_FLAGS[method],
                           "--output-dir", output, *extra])
 
 
@@ -164,7 +164,7 @@ def test_pretrained_encoder_finetunes_and_weights_carry_over(runs, tmp_path):
     source, target = pretrained.state_dict(), classifier.state_dict()
     encoder_keys = [k for k in target if k.startswith("vit.") and k in source]
     assert len(encoder_keys) > 20 and all(torch.equal(source[k], target[k]) for k in encoder_keys)
-    results = finetune.main(["--model", model_dir, "--dataset", "digits", "--image-size", "16", "--epochs", "1",
+    results = methods.run("finetune", ["--model", model_dir, "--dataset", "digits", "--image-size", "16", "--epochs", "1",
                              "--batch-size", "16", "--num-workers", "0", "--max-train-samples", "64",
                              "--max-eval-samples", "32", "--output-dir", str(tmp_path / "ft")])
     assert results["steps"] == 4 and results["eval"]["samples"] == 32

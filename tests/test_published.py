@@ -220,9 +220,10 @@ def test_evaluate_knn_and_compare_take_the_new_names(tiny_hub, tmp_path, capsys)
 
 def test_finetune_deit3_from_scratch_on_timm(tmp_path):
     from recipe_runs import COMMON
-    from vitzoo.recipes import finetune
 
-    results = finetune.main(["--model", "deit3-small", "--backend", "timm", *COMMON, "--epochs", "1",
+    from vitzoo import methods
+
+    results = methods.run("finetune", ["--model", "deit3-small", "--backend", "timm", *COMMON, "--epochs", "1",
                              "--output-dir", str(tmp_path / "run")])
     assert results["steps"] == 64 // 16 and 0 <= results["eval"]["accuracy"] <= 1
     zoo = vitzoo.load(tmp_path / "run" / "model")
@@ -236,9 +237,10 @@ def test_distill_with_a_new_teacher(tiny_hub, tmp_path, teacher, backend):
     """A new name as DeiT teacher (random head for the dataset, as the recipe's tests do): frozen, and
     the student trains. DINOv3's classifier only exists on timm."""
     from recipe_runs import COMMON
-    from vitzoo.recipes import distill
 
-    results = distill.main(["--method", "deit", "--model", "deit-tiny-distilled", *COMMON, "--teacher", teacher,
+    from vitzoo import methods
+
+    results = methods.run("distill", ["--method", "deit", "--model", "deit-tiny-distilled", *COMMON, "--teacher", teacher,
                             "--teacher-backend", backend, "--teacher-scratch", "--epochs", "1",
                             "--output-dir", str(tmp_path / "run")])
     assert results["distillation_token"] and results["steps"] == 64 // 16

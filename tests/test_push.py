@@ -15,10 +15,9 @@ import transformers
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from vitzoo.recipes import finetune
 
 import vitzoo
-from vitzoo import publish, registry
+from vitzoo import methods, publish, registry
 from vitzoo.cli import main as cli
 
 FAKE_TOKEN = "hf_fakeTOKEN0123456789abcdefghijklmnop"
@@ -51,7 +50,7 @@ EXPORTED = ["README.md", "config.json", "model.safetensors", "preprocessor_confi
 def classifier_run(tmp_path_factory):
     """A real fine-tuning run folder (tiny model, digits, one epoch)."""
     output = str(tmp_path_factory.mktemp("runs") / "digits")
-    finetune.main([*TINY, "--output-dir", output])
+    methods.run("finetune", [*TINY, "--output-dir", output])
     return output
 
 

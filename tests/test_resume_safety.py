@@ -20,8 +20,8 @@ import torch
 from recipe_runs import COMMON
 from safetensors.torch import load_file
 from test_faults import one_line_error, rewrite_manifest, write_images
-from vitzoo.recipes import finetune
 
+from vitzoo import methods
 from vitzoo.cli import main as cli
 from vitzoo.data import load_splits
 from vitzoo.training import checkpoint as checkpoint_module
@@ -37,7 +37,7 @@ MAIN = types.SimpleNamespace(is_main_process=True)  # all a RunFolder asks of it
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> str:
     folder = str(tmp_path_factory.mktemp("finished") / "run")
-    finetune.main([*RUN, "--output-dir", folder])
+    methods.run("finetune", [*RUN, "--output-dir", folder])
     return folder
 
 
@@ -136,7 +136,7 @@ def test_a_finished_run_whose_model_is_gone_gets_it_back(run_copy, capsys):
     original = load_file(os.path.join(run_copy, "model", "model.safetensors"))
     results = open(os.path.join(run_copy, "results.json"), "rb").read()
     shutil.rmtree(os.path.join(run_copy, "model"))
-    finetune.main([*RUN, "--resume", "auto", "--output-dir", run_copy])
+    methods.run("finetune", [*RUN, "--resume", "auto", "--output-dir", run_copy])
     rebuilt = load_file(os.path.join(run_copy, "model", "model.safetensors"))
     assert rebuilt.keys() == original.keys() and all(torch.equal(rebuilt[key], original[key]) for key in original)
     out = capsys.readouterr().out
@@ -154,7 +154,7 @@ def test_a_finished_run_whose_model_is_gone_gets_it_back(run_copy, capsys):
 
 def test_resuming_a_finished_run_leaves_its_results_untouched(run_copy):
     saved = {name: open(os.path.join(run_copy, name), "rb").read() for name in ("results.json", "metrics.jsonl")}
-    results = finetune.main([*RUN, "--resume", "auto", "--output-dir", run_copy])
+    results = methods.run("finetune", [*RUN, "--resume", "auto", "--output-dir", run_copy])
     assert {name: open(os.path.join(run_copy, name), "rb").read() for name in saved} == saved
     assert results == json.loads(saved["results.json"])  # its timings included, not this call's
 
@@ -218,8 +218,8 @@ class SignalAt(Callback):
 
 def test_sigint_ends_the_step_saves_it_and_exits_130(tmp_path, capsys, monkeypatch):
     folder = str(tmp_path / "run")
-    plain = finetune.main
-    monkeypatch.setattr(finetune, "main", lambda argv: plain(argv, callbacks=[SignalAt(signal.SIGINT, 3)]))
+    plain = methods.run
+    monkeypatch.setattr(methods, "run", lambda recipe, argv: plain(recipe, argv, callbacks=[SignalAt(signal.SIGINT, 3)]))
     handler = signal.getsignal(signal.SIGINT)
     assert cli(["finetune", *RUN, "--epochs", "2", "--output-dir", folder]) == 130
     err = capsys.readouterr().err
@@ -248,6 +248,6 @@ def test_sigterm_in_a_real_process_exits_143_and_resumes(tmp_path, capsys):
     step = int(stopped.group(1))
     assert checkpoint_module.verify(checkpoint(folder, step)) is None and not os.path.exists(os.path.join(folder, LOCK))
     epochs = step // 4 + 2  # at least one more step
-    results = finetune.main([*RUN, "--epochs", str(epochs), "--resume", "auto", "--output-dir", folder])
+    results = methods.run("finetune", [*RUN, "--epochs", str(epochs), "--resume", "auto", "--output-dir", folder])
     assert f"resumed from {checkpoint(folder, step)}: epoch {step // 4}, step {step}" in capsys.readouterr().out
     assert results["steps"] == 4 * epochs

@@ -10,8 +10,9 @@ import pytest
 
 from vitzoo.compare import CompareConfig
 from vitzoo.errors import BadInputError
+from vitzoo.methods import parse
 from vitzoo.training import smalldata
-from vitzoo.training.arguments import FinetuneArguments, parse
+from vitzoo.training.arguments import FinetuneArguments
 
 
 def _splits(images: int, augmentation: dict | None = None) -> SimpleNamespace:

@@ -17,9 +17,9 @@ import typing
 import pytest
 from recipe_runs import METHODS
 
-from vitzoo.cli import RECIPES, build_parser
+from vitzoo.cli import build_parser
 from vitzoo.cli import main as cli
-from vitzoo.training.arguments import arguments_class
+from vitzoo.methods import RECIPES, arguments_class
 
 BAD_INTS = ["-1", "1.5", "abc"]
 BAD_FLOATS = ["-1", "nan", "inf", "abc"]
@@ -122,7 +122,7 @@ def _recipe_cases() -> list:
     """Each numeric field once, in the first method that has it (the check is shared by all)."""
     seen, cases = set(), []
     for method, (module, base) in METHODS.items():
-        recipe = module.__name__.rsplit(".", 1)[1]
+        recipe = module.name
         cls = arguments_class(recipe, None if recipe == "finetune" else method)
         for field in dataclasses.fields(cls):
             kind = _number_type(field.type)

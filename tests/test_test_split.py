@@ -12,10 +12,9 @@ import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
-from vitzoo.recipes import distill, finetune
 
 import vitzoo
-from vitzoo import publish
+from vitzoo import methods, publish
 from vitzoo.data import load_splits
 from vitzoo.data.sources import VAL_FRACTION, VAL_FRACTION_WITH_TEST
 
@@ -47,7 +46,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finetune_run(folder, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("runs") / "finetune")
-    results = finetune.main(["--model", "deit-tiny", *TINY, "--epochs", "2", "--dataset", folder,
+    results = methods.run("finetune", ["--model", "deit-tiny", *TINY, "--epochs", "2", "--dataset", folder,
                              "--output-dir", output])
     return results, output
 
@@ -106,7 +105,7 @@ def test_card_shows_validation_and_test_each_labelled(finetune_run):
 def test_deit_student_is_scored_on_a_named_test_split(folder, tmp_path):
     """--eval-split test names the test split itself: it is kept apart, and --val-fraction of train validates."""
     output = str(tmp_path / "deit")
-    results = distill.main(["--method", "deit", "--model", "deit-tiny-distilled", *TINY, "--distill-type", "none",
+    results = methods.run("distill", ["--method", "deit", "--model", "deit-tiny-distilled", *TINY, "--distill-type", "none",
                             "--epochs", "1", "--dataset", folder, "--eval-split", "test", "--val-fraction", "0.2",
                             "--max-train-samples", "24", "--output-dir", output])
     held_out = round(0.2 * TRAIN_PER_CLASS * len(CLASSES))
@@ -156,5 +155,5 @@ def test_an_unlabelled_test_split_gives_no_test_score():
 @pytest.mark.parametrize("value", ["0", "1", "1.5"])
 def test_val_fraction_out_of_range_is_refused_by_name(tmp_path, value):
     with pytest.raises(vitzoo.BadInputError, match=r"--val-fraction must be in \(0, 1\)"):
-        finetune.main(["--model", "deit-tiny", *TINY, "--val-fraction", value, "--output-dir", str(tmp_path / "x")])
+        methods.run("finetune", ["--model", "deit-tiny", *TINY, "--val-fraction", value, "--output-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()

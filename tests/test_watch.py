@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from vitzoo.recipes import distill, finetune
 
+from vitzoo import methods
 from vitzoo.objectives.classification import Classification, chance_loss_sign
 from vitzoo.objectives.deit_distill import DeiTDistillation
 from vitzoo.objectives.dino import collapse_signs
@@ -235,7 +235,7 @@ def test_stop_on_collapse_ends_a_collapsing_dino_run_and_keeps_the_best_teacher(
     folder = str(tmp_path / "collapse")
     plain = ["--head-batch-norm", "false", "--momentum-teacher", "0.996", "--weight-decay", "0.05", "--warmup-ratio",
              "0.05", "--max-grad-norm", "1"]
-    returned = distill.main([*DINO, *plain, "--learning-rate", "1e-2", "--stop-on-collapse", "--output-dir", folder])
+    returned = methods.run("distill", [*DINO, *plain, "--learning-rate", "1e-2", "--stop-on-collapse", "--output-dir", folder])
     out = capsys.readouterr().out
     results, events = read(folder)
     warnings = [event for event in events if event.get("type") == "warning"]
@@ -259,7 +259,7 @@ def test_the_documented_good_dino_settings_warn_of_nothing(tmp_path, capsys):
     """docs/distillation.md's command (head batch norm, learning rate 2.5e-4, teacher momentum 0.99, ...) at
     the tiny shape: 80 steps, signs read from step 50, none shows."""
     folder = str(tmp_path / "good")
-    results = distill.main([*DINO, "--head-batch-norm", "--learning-rate", "2.5e-4", "--momentum-teacher", "0.99",
+    results = methods.run("distill", [*DINO, "--head-batch-norm", "--learning-rate", "2.5e-4", "--momentum-teacher", "0.99",
                             "--weight-decay", "0.04", "--warmup-ratio", "0.1", "--max-grad-norm", "3",
                             "--stop-on-collapse", "--output-dir", folder])
     saved, events = read(folder)
@@ -278,14 +278,14 @@ def test_a_fine_tune_that_cannot_learn_stalls_at_ln_classes_and_stops(tmp_path, 
     folder = str(tmp_path / "stalled")
     argv = ["--model", "deit-tiny", *TINY, "--max-train-samples", "400", "--epochs", "3", "--learning-rate", "0",
             "--stop-on-collapse", "--output-dir", folder]
-    results = finetune.main(argv)
+    results = methods.run("finetune", argv)
     assert "warning: training stalled: loss 2.3" in capsys.readouterr().out
     assert results["steps"] == 50 and [w["sign"] for w in results["warnings"]] == ["loss_at_chance"]
     assert results["stopped"] == {"reason": "stall", "sign": "loss_at_chance", "step": 50}
     saved, events = read(folder)
     assert saved["warnings"] == results["warnings"] and saved["stopped"] == results["stopped"]
     assert [event["step"] for event in events if event.get("eval")] == [25, 50]
-    again = finetune.main([*argv, "--resume", "auto"])
+    again = methods.run("finetune", [*argv, "--resume", "auto"])
     assert again["steps"] == 50 and again["warnings"] == results["warnings"] and again["stopped"] == results["stopped"]
     assert again["eval"] == results["eval"]
     assert len([event for event in read(folder)[1] if event.get("type") == "warning"]) == 1

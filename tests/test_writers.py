@@ -289,10 +289,9 @@ def test_export_refuses_another_vitzoo_folder_and_replaces_its_own(zoo, tmp_path
 def test_compare_starts_a_run_of_other_settings_over_without_deleting_the_folder(tmp_path, monkeypatch):
     """A run folder of other settings is trained again with --overwrite (the run folder clears its own run
     files), not deleted whole: a file someone put there stays."""
-    from vitzoo.recipes import finetune
-
     from vitzoo.compare.config import CompareConfig
     from vitzoo.compare.runner import _finetune_one
+    from vitzoo.methods import finetune
 
     calls = []
 

@@ -96,7 +96,7 @@ def steady_rate(stamps: list[float], epochs: list[int], batch_size: int, warmup:
 def run_recipe(
     args: argparse.Namespace, workers: int | None, precision: str | None, splits_len: int, workdir: str
 ) -> dict[str, Any]:
-    from vitzoo.recipes import finetune
+    from vitzoo.methods import finetune
     from vitzoo.training.arguments import FinetuneArguments
     from vitzoo.training.objective import Callback
 

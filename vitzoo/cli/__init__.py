@@ -12,6 +12,7 @@ import math
 import pkgutil
 import sys
 
+from vitzoo import methods
 from vitzoo.errors import Interrupted, VitzooError, exit_usage_error, redact_tokens
 from vitzoo.version import __version__
 
@@ -78,13 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for module in sorted((m for m in pkgutil.iter_modules(__path__) if m.name != "__main__"), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{module.name}").register(subparsers)
-    for name, module in RECIPES.items():
-        subparsers.add_parser(name, help=f"run recipes/{module.rsplit('.', 1)[1]}.py in this process (see `vitzoo {name} --help`)")
+    for name in methods.RECIPES:
+        subparsers.add_parser(name, help=f"run recipes/{name}.py in this process (see `vitzoo {name} --help`)")
     return parser
-
-
-# commands that are recipes: their arguments are the recipe's own dataclass, parsed by the recipe
-RECIPES = {"finetune": "vitzoo.recipes.finetune", "distill": "vitzoo.recipes.distill", "pretrain": "vitzoo.recipes.pretrain"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     training stopped by SIGINT or SIGTERM once its checkpoint is saved says where and exits 128 + the signal (130,
     143), as a scheduler that pre-empts a job expects."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in RECIPES:
-        command, recipe = argv[0], importlib.import_module(RECIPES[argv[0]])
+    if argv and argv[0] in methods.RECIPES:  # their arguments are the method's dataclass, parsed by vitzoo.methods
+        command = argv[0]
 
         def run() -> int:
-            recipe.main(argv[1:])
+            methods.run(command, argv[1:])
             return 0
     else:
         try:

@@ -275,7 +275,7 @@ class _StepProgress:
 
 def _finetune_one(name: str, config: CompareConfig, seed: int, steps: Any) -> tuple[str, dict[str, Any]]:
     """Train (or reuse) one seed's run folder; return it and its results.json."""
-    from vitzoo.recipes import finetune
+    from vitzoo.methods import finetune
     from vitzoo.training.arguments import FinetuneArguments
 
     slug = model_slug(name)

@@ -2,12 +2,10 @@
 are listed last-first, so that `--help` shows data, model, training, Hub, then the method's own).
 
 Groups: data, model, training (what the shared loop reads), Hub, weight EMA, classification
-augmentation and PEFT (LoRA adapters, read by the loop too); each method adds its own fields. `parse("distill", argv)` picks the method's class
-from `--method`, reads `--config FILE` first (its keys are the class's fields) and lets
-command-line flags override it, like transformers' example scripts but without exec-style
-configurators. A flag (or config key) the method does not use is refused before anything runs,
-naming the flag and the method; `--help` lists exactly the method's flags. The resolved
-arguments are saved as `args.json` in the run folder (`--config args.json` reruns them).
+augmentation and PEFT (LoRA adapters, read by the loop too); each method adds its own fields. Which
+class a command line becomes is the method table's to say (`vitzoo.methods.parse`); this module gives it
+the parser, the `--config` reader and the fields given. The resolved arguments are saved as `args.json`
+in the run folder (`--config args.json` reruns them).
 
 Each field declares beside it the values it takes (`arg(..., check)`: a `Range`, or a parser of its text).
 `check_arguments` refuses any other value before anything runs, and `check_inputs` what the model's shape
@@ -248,7 +246,7 @@ class DeiTArguments(AugmentationArguments, WeightEMAArguments, HubArguments, Tra
                     ModelArguments, DataArguments):
     """`vitzoo distill --method deit`: a student learns the labels and a frozen teacher's predictions."""
 
-    method: str = arg("deit", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images (`--method dino --help` lists its flags)", choices=["deit", "dino"])
+    method: str = arg("deit", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images (`--method dino --help` lists its flags)")
     output_dir: str = arg("runs/distill", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/")
     teacher: str | None = arg(None, "DeiT teacher: registry name, local model folder (e.g. a finetune run's model/) or timm model name (a CNN works)")
     teacher_scratch: bool = arg(False, "random-init teacher with a fresh head for the dataset's classes (tests)")
@@ -265,7 +263,7 @@ class DINOArguments(HubArguments, TrainingArguments, ModelArguments, DataArgumen
     """`vitzoo distill --method dino`: self-distillation of a transformers backbone (multi-crop needs
     interpolated positions) on unlabelled images (labels only feed the k-NN monitor)."""
 
-    method: str = arg("dino", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images", choices=["deit", "dino"])
+    method: str = arg("dino", "deit: distil a teacher's predictions into the student; dino: self-distillation on unlabelled images")
     model: str = arg("dino-vits16", "registry name (see `vitzoo list`) or local model folder of a transformers ViT")
     output_dir: str = arg("runs/dino", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/ (the teacher backbone), dino_curves.png")
     hflip: float | None = arg(None, "probability of a horizontal flip of each crop (default 0.5; 0 for sources that are not mirror-symmetric, such as digits)", SHARE)
@@ -293,7 +291,7 @@ class PretrainArguments(WeightEMAArguments, HubArguments, TrainingArguments, Mod
     """Masked image modelling on unlabelled images (the dataset's labels, if any, are ignored):
     what MAE, BEiT and SimMIM share."""
 
-    method: str = arg("mae", "mae: masked autoencoder (pixels, encoder sees visible patches only); beit: visual-token prediction; simmim: L1 pixel regression with mask tokens (`--method M --help` lists each one's flags)", choices=["mae", "beit", "simmim"])
+    method: str = arg("mae", "mae: masked autoencoder (pixels, encoder sees visible patches only); beit: visual-token prediction; simmim: L1 pixel regression with mask tokens (`--method M --help` lists each one's flags)")
     output_dir: str = arg("runs/pretrain", "run folder: args.json, metrics.jsonl, results.json, checkpoints/, model/, reconstructions.png")
     blr: float = arg(1.5e-4, "base learning rate: lr = blr * total batch / 256 (MAE paper) unless --learning-rate is given", NON_NEGATIVE)
     learning_rate: float | None = arg(None, "absolute peak learning rate (overrides --blr scaling)", NON_NEGATIVE)
@@ -318,7 +316,7 @@ class MAEArguments(PretrainArguments):
 class BEiTArguments(PretrainArguments):
     """`vitzoo pretrain --method beit`: blockwise masks, visual-token targets from a tokenizer."""
 
-    method: str = arg("beit", "mae | beit | simmim (`--method M --help` lists each one's flags)", choices=["mae", "beit", "simmim"])
+    method: str = arg("beit", "mae | beit | simmim (`--method M --help` lists each one's flags)")
     model: str = arg("beit-base-pt22k", "registry name or model folder of a BEiT model")
     mask_ratio: float = arg(0.4, "share of patches masked, in (0, 1)", OPEN_SHARE)
     min_block_patches: int = arg(4, "smallest masked block, in patches", POSITIVE)
@@ -333,22 +331,13 @@ class BEiTArguments(PretrainArguments):
 class SimMIMArguments(PretrainArguments):
     """`vitzoo pretrain --method simmim`: `ViTForMaskedImageModeling`, L1 on masked pixels."""
 
-    method: str = arg("simmim", "mae | beit | simmim (`--method M --help` lists each one's flags)", choices=["mae", "beit", "simmim"])
+    method: str = arg("simmim", "mae | beit | simmim (`--method M --help` lists each one's flags)")
     model: str = arg("vit-base-in21k", "registry name or model folder of a ViT or DeiT model")
     mask_ratio: float = arg(0.6, "share of patches masked, in (0, 1)", OPEN_SHARE)
     mask_patch_size: int | None = arg(None, "side of the square masking unit, a multiple of the patch size (default 2 x patch when it divides the image, else the patch)", Range(1, MAX_IMAGE_SIZE))
 
 
-# recipe -> method -> arguments class; None: the recipe has no --method
-RECIPES: dict[str, dict[str | None, type]] = {
-    "finetune": {None: FinetuneArguments},
-    "distill": {"deit": DeiTArguments, "dino": DINOArguments},
-    "pretrain": {"mae": MAEArguments, "beit": BEiTArguments, "simmim": SimMIMArguments},
-}
-DEFAULT_METHOD = {"distill": "deit", "pretrain": "mae"}
-
-
-class _Parser(HfArgumentParser):
+class RecipeParser(HfArgumentParser):
     """A recipe's parser: its error messages never echo a token a user typed."""
 
     def error(self, message: str):
@@ -363,97 +352,11 @@ class _Parser(HfArgumentParser):
         HfArgumentParser._parse_dataclass_field(parser, field)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults after each flag's help, and the description's examples kept line by line."""
 
 
-def command_name(recipe: str, method: str | None) -> str:
-    return f"vitzoo {recipe}" + (f" --method {method}" if method else "")
-
-
-def arguments_class(recipe: str, method: str | None = None) -> type:
-    """The arguments dataclass of `recipe` (and `method`, default the recipe's default method)."""
-    methods = RECIPES[recipe]
-    method = method or DEFAULT_METHOD.get(recipe)
-    if method not in methods:
-        raise BadInputError(f"{command_name(recipe, None)}: unknown --method {method!r}; choose one of {', '.join(map(str, methods))}")
-    return methods[method]
-
-
-def build_parser(recipe: str, method: str | None = None, description: str | None = None) -> HfArgumentParser:
-    cls = arguments_class(recipe, method)
-    methods = [m for m in RECIPES[recipe] if m]
-    others = f"\n\nThe flags depend on --method ({', '.join(methods)}): `vitzoo {recipe} --method M --help` lists them." if methods else ""
-    # no abbreviations: `--teacher` must not silently become DINO's `--teacher-temp`
-    parser = _Parser(cls, prog=f"vitzoo {recipe}", description=(description or cls.__doc__ or "") + others,
-                              formatter_class=_HelpFormatter, allow_abbrev=False)
-    parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (flags given here override it)")
-    return parser
-
-
-def _flags(parser: argparse.ArgumentParser) -> set[str]:
-    return {option for action in parser._actions for option in action.option_strings}
-
-
-def _users(flag: str, recipe: str, method: str | None) -> list[str]:
-    """The other recipes and methods that take `flag`."""
-    return [command_name(other, other_method) for other, methods in RECIPES.items() for other_method in methods
-            if (other, other_method) != (recipe, method) and flag in _flags(build_parser(other, other_method))]
-
-
-def _refuse(flags: list[str], recipe: str, method: str | None) -> BadInputError:
-    command = command_name(recipe, method)
-    parts = []
-    for flag in flags:
-        users = _users(flag, recipe, method)
-        parts.append(f"{flag} (used by {', '.join(users)})" if users else f"{flag} (no vitzoo command has it)")
-    return BadInputError(f"{command} does not use {'; '.join(parts)}. Drop it; `{command} --help` lists the flags "
-                         f"{'this method' if method else 'it'} takes")
-
-
-def _method(recipe: str, argv: list[str]) -> str | None:
-    """--method from the command line, else from --config, else the recipe's default."""
-    if recipe not in DEFAULT_METHOD:
-        return None
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--method")
-    early.add_argument("--config")
-    known, _ = early.parse_known_args(argv)
-    if known.method is None and known.config:
-        known.method = read_config_file(known.config).get("method")
-    return known.method or DEFAULT_METHOD[recipe]
-
-
-def parse(recipe: str, argv: list[str] | None = None, description: str | None = None) -> Any:
-    """Parse `argv` into the arguments class of `recipe` and its `--method`; `--config FILE` (YAML or
-    JSON) supplies defaults first. Flags the method does not use are refused, naming them."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    method = _method(recipe, argv)
-    cls = arguments_class(recipe, method)
-    parser = build_parser(recipe, method, description)
-    known, rest = parser.parse_known_args(argv)
-    unknown = sorted({item.split("=", 1)[0] for item in rest if re.match(r"^--?[A-Za-z]", item)})
-    if unknown:
-        raise _refuse(unknown, recipe, method)
-    if rest:
-        raise BadInputError(f"{command_name(recipe, method)}: unexpected argument(s) {' '.join(rest[:3])} (values need a flag)")
-    if known.config:
-        data = read_config_file(known.config)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unused = sorted(set(data) - names)
-        if unused:
-            raise _refuse([f"--{name.replace('_', '-')}" for name in unused], recipe, method)
-        parser.set_defaults(**data)
-        known = parser.parse_args(argv)
-    args = cls(**{f.name: getattr(known, f.name) for f in dataclasses.fields(cls)})
-    given = _given_on_command_line(parser, argv) | (set(read_config_file(known.config)) if known.config else set())
-    args.__dict__[GIVEN] = frozenset(given & {f.name for f in dataclasses.fields(cls)})
-    return args
-
-
-GIVEN = "_vitzoo_given"  # where `parse` notes the fields set by a flag or the config file
+GIVEN = "_vitzoo_given"  # where `vitzoo.methods.parse` notes the fields set by a flag or the config file
 
 
 def given(args: Any) -> frozenset[str]:
@@ -465,7 +368,7 @@ def given(args: Any) -> frozenset[str]:
                      if f.default is not dataclasses.MISSING and getattr(args, f.name) != f.default)
 
 
-def _given_on_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+def given_on_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The destinations of the options present in `argv` (`--flag V`, `--flag=V`, `--no-flag`)."""
     present = {item.split("=", 1)[0] for item in argv if item.startswith("-")}
     names = set()

@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -96,7 +96,7 @@ def resolve_mixed_precision(requested: str, use_cpu: bool, measure: Callable[[],
     return "bf16" if torch.cuda.is_bf16_supported() else "no"
 
 
-def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunFolder]:
+def start_run(args: Any, recipe: str, name: str, modes: Sequence[str]) -> tuple[Accelerator, RunFolder]:
     """What every recipe does first: refuse a bad --push-to-hub before any work (a bad repo id or a
     missing token stops here, not after training), build the Accelerator, print the banner, seed
     everything, open the run folder."""
@@ -107,7 +107,7 @@ def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunF
     from vitzoo.training.preflight import check_inputs
 
     check_arguments(args)
-    check_inputs(args)  # the model's shape and the data source, read without loading either
+    check_inputs(args, recipe)  # the model's shape and the data source, read without loading either
     budget.apply_to_epochs(args, given(args))
     if args.push_to_hub:
         from vitzoo.publish import check_push
@@ -120,7 +120,7 @@ def start_run(args: Any, name: str, modes: list[str]) -> tuple[Accelerator, RunF
     return accelerator, run
 
 
-def banner(name: str, modes: list[str], accelerator: Accelerator) -> None:
+def banner(name: str, modes: Sequence[str], accelerator: Accelerator) -> None:
     if not accelerator.is_main_process:
         return
     lines = [f"vitzoo {vitzoo.__version__} - {name}", *[f"  - {mode}" for mode in modes]]

@@ -8,20 +8,20 @@ import os
 from typing import Any
 
 from vitzoo.errors import BadInputError
-from vitzoo.training.arguments import RECIPES
 from vitzoo.zoo import parse_overrides
 
 
-def check_inputs(args: Any) -> None:
+def check_inputs(args: Any, recipe: str) -> None:
     """Refuse what the model and the data source show to be wrong without loading either, so that it is
     refused before the run folder is opened (`start_run` calls this after `check_arguments`): attention heads
     that do not divide the width and an --image-size that is not whole patches (from the registry's spec or a
     model folder's config.json, and --config-overrides), what `vitzoo.data.sources.check_source` finds in
-    --dataset, a --model or --teacher path that does not exist and a --resume folder that does not."""
+    --dataset, a --model or --teacher path that does not exist and a --resume folder that does not. `recipe`
+    (with `args.method`) names the small-data rule that may still change the patch size."""
     from vitzoo.data.sources import check_source
     from vitzoo.io import is_local_path
 
-    _check_shape(args)
+    _check_shape(args, recipe)
     check_source(args.dataset, image_column=args.image_column, label_column=args.label_column)
     for option in ("model", "teacher"):
         name = getattr(args, option, None)
@@ -52,7 +52,7 @@ def _model_shape(model: str) -> dict[str, Any]:
     return {}
 
 
-def _check_shape(args: Any) -> None:
+def _check_shape(args: Any, recipe: str) -> None:
     from vitzoo.backends.hf_backend import check_heads
     from vitzoo.backends.timm_backend import head_names
 
@@ -62,19 +62,17 @@ def _check_shape(args: Any) -> None:
     if isinstance(width, int) and isinstance(heads, int):
         check_heads(width, heads, names)
     size, patch = args.image_size, overrides.get("patch_size", shape.get("patch_size"))
-    if size and isinstance(patch, int) and size % patch and not _patch_from_data(args, patch):
+    if size and isinstance(patch, int) and size % patch and not _patch_from_data(args, recipe, patch):
         whole = [n * patch for n in (size // patch, size // patch + 1) if n]
         raise BadInputError(f"--image-size {size} is not a whole number of {args.model}'s {patch}-px patches; use "
                             f"{' or '.join(map(str, whole))}, or (with --scratch) another patch_size in --config-overrides")
 
 
-def _patch_from_data(args: Any, patch: int) -> bool:
+def _patch_from_data(args: Any, recipe: str, patch: int) -> bool:
     """Whether the small-data defaults may give the run another patch size once the data is counted (a DINO or
     masked-image run from scratch picks patches that give enough of them), so that only then can the image
     size be judged."""
     from vitzoo.training import smalldata
 
-    recipe, method = next(((recipe, method) for recipe, methods in RECIPES.items()
-                           for method, cls in methods.items() if type(args) is cls), (None, None))
-    chosen = smalldata.choose(args, recipe, method, images=1, size=args.image_size, patch=patch)
+    chosen = smalldata.choose(args, recipe, getattr(args, "method", None), images=1, size=args.image_size, patch=patch)
     return any(default.field == "config_overrides" and "patch_size=" in default.value for default in chosen)
