@@ -76,8 +76,8 @@ if [ -d "$WHEELS" ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
     }
     export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# run from a scratch folder: from the checkout, `python -m` would import its vitzoo/ folder (which
-# lacks vitzoo.recipes, installed from recipes/) instead of the installed package
+# run from a scratch folder: from the checkout, `python -m` would import its vitzoo/ folder instead of the
+# installed package that this check measures
 cd "$WORK" || exit 1
 VITZOO=(python3 -m vitzoo.cli)
 

@@ -152,11 +152,12 @@ def test_parameter_groups_match_timm():
 
 
 def test_two_process_launch_trains_one_model(tmp_path):
-    """`accelerate launch --num_processes 2` on CPUs: one model, half the steps each, full eval."""
+    """`accelerate launch --num_processes 2 -m vitzoo finetune` on CPUs: one model, half the steps each, full eval;
+    the installed package launches without a checkout's recipes/ (the other launch tests run the scripts)."""
     output = str(tmp_path / "ddp")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               os.path.join(ROOT, "recipes", "finetune.py"), *TINY, "--epochs", "1", "--output-dir", output]
+               "-m", "vitzoo", "finetune", *TINY, "--epochs", "1", "--output-dir", output]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,5 +1,5 @@
 """vitzoo's modules import each other without cycles: the graph of every import statement (module
-level or inside functions) over vitzoo/ and recipes/ is a DAG. A package's own __init__ running
+level or inside functions) over vitzoo/ and recipes/ is a DAG, and the library never imports the scripts. A package's own __init__ running
 before its submodules is not an edge; `from package import name` is an edge to the submodule
 `package.name` when there is one, else to the package."""
 
@@ -13,13 +13,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def modules() -> dict[str, str]:
     found = {}
-    for top, prefix in (("vitzoo", "vitzoo"), ("recipes", "vitzoo.recipes")):
+    for top in ("vitzoo", "recipes"):
         for folder, _, files in os.walk(os.path.join(ROOT, top)):
             for file in files:
                 if file.endswith(".py"):
                     path = os.path.join(folder, file)
                     parts = os.path.relpath(path, os.path.join(ROOT, top))[:-3].split(os.sep)
-                    name = ".".join([prefix, *parts])
+                    name = ".".join([top, *parts])
                     found[name.removesuffix(".__init__")] = path
     return found
 
@@ -71,6 +71,13 @@ def test_the_import_graph_has_no_cycle():
     assert found is None, " -> ".join(found)
 
 
+def test_the_library_never_imports_the_scripts():
+    graph = import_graph()
+    found = sorted(f"{name} -> {edge}" for name, edges in graph.items() if name.startswith("vitzoo")
+                   for edge in edges if edge.startswith("recipes"))
+    assert not found, found
+
+
 def test_the_cycle_finder_finds_one():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
@@ -83,6 +90,6 @@ def test_every_package_is_shipped():
 
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as handle:
         listed = set(tomllib.load(handle)["tool"]["setuptools"]["packages"])
-    packages = {name for name, path in modules().items() if path.endswith("__init__.py")}
+    packages = {name for name, path in modules().items() if path.endswith("__init__.py") and name.startswith("vitzoo")}
     packages |= {"vitzoo.model_cards"}
     assert packages <= listed, sorted(packages - listed)
