@@ -387,7 +387,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def test_cli_predict_batch_size_zero(capsys, tmp_path):
     err = one_line_error(capsys, ["predict", "deit-tiny", "--scratch", str(tmp_path / "x.png"), "--batch-size", "0"])
-    assert "argument --batch-size: must be an integer >= 1, got 0" in err
+    assert "argument --batch-size: must be positive, got 0" in err
 
 
 def test_a_checkpoint_of_an_older_vitzoo_resumes_its_optimizer(tmp_path):

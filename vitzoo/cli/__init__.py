@@ -14,6 +14,7 @@ import sys
 
 from vitzoo import methods
 from vitzoo.errors import Interrupted, VitzooError, exit_usage_error, redact_tokens
+from vitzoo.training.arguments import NON_NEGATIVE, POSITIVE, SEEDS, Range
 from vitzoo.version import __version__
 
 
@@ -25,47 +26,38 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 class Number:
-    """An argparse `type` for a number in a domain, e.g. `Number(int, low=1)`: a value outside it (not a
-    number, not finite, out of range) is refused while the command line is parsed, before any work, naming
-    the flag and the range it accepts."""
+    """An argparse `type` for a number in a `Range` (the same ranges the recipes' flags declare), e.g.
+    `Number(int, POSITIVE)`: a value outside it (not a number, not finite, out of range) is refused while the
+    command line is parsed, before any work, naming the flag and the range it accepts."""
 
-    def __init__(self, number: type, low: float | None = None, high: float | None = None, *,
-                 low_included: bool = True) -> None:
-        self.number, self.low, self.high, self.low_included = number, low, high, low_included
+    def __init__(self, number: type, domain: Range) -> None:
+        self.number, self.domain = number, domain
         self.__name__ = number.__name__  # argparse names the type in its messages
-
-    def describe(self) -> str:
-        kind = "an integer" if self.number is int else "a number"
-        if self.low is not None and self.high is not None:
-            return f"{kind} in {'[' if self.low_included else '('}{self.low:g}, {self.high:g}]"
-        if self.low is not None:
-            return f"{kind} {'>=' if self.low_included else '>'} {self.low:g}"
-        return kind
 
     def __call__(self, text: str) -> int | float:
         try:
             value = self.number(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}") from None
-        below = self.low is not None and (value < self.low if self.low_included else value <= self.low)
-        if not math.isfinite(value) or below or (self.high is not None and value > self.high):
-            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
+            kind = "an integer" if self.number is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not (math.isfinite(value) and self.domain.holds(value)):
+            raise argparse.ArgumentTypeError(f"must be {self.domain}, got {text}")
         return value
 
 
 class Numbers(Number):
-    """A comma-separated list of numbers, each in the domain (`--batch-sizes 1,32`)."""
+    """A comma-separated list of numbers, each in the range (`--batch-sizes 1,32`)."""
 
     def __call__(self, text: str) -> list[int | float]:  # type: ignore[override]
         values = [super(Numbers, self).__call__(part.strip()) for part in text.split(",") if part.strip()]
         if not values:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values, each {self.describe()}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, each {self.domain}, got {text!r}")
         return values
 
 
-POSITIVE_INT = Number(int, low=1)
-COUNT = Number(int, low=0)  # 0 included: none of it
-SEED = Number(int, low=0, high=2**32 - 1)  # what numpy's and torch's generators take
+POSITIVE_INT = Number(int, POSITIVE)
+COUNT = Number(int, NON_NEGATIVE)  # 0 included: none of it
+SEED = Number(int, SEEDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

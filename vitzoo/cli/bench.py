@@ -11,6 +11,7 @@ import torch
 from vitzoo.cli import COUNT, Number, Numbers
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.errors import BadInputError
+from vitzoo.training.arguments import POSITIVE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Weights are random.",
     )
     parser.add_argument("--models", default="deit-tiny,deit-small", help="comma-separated registry names")
-    parser.add_argument("--batch-sizes", type=Numbers(int, low=1), default=[32], help="comma-separated batch sizes (default 32)")
-    parser.add_argument("--image-sizes", type=Numbers(int, low=1), default=[224], help="comma-separated image sizes (default 224)")
+    parser.add_argument("--batch-sizes", type=Numbers(int, POSITIVE), default=[32], help="comma-separated batch sizes (default 32)")
+    parser.add_argument("--image-sizes", type=Numbers(int, POSITIVE), default=[224], help="comma-separated image sizes (default 224)")
     add_precision_argument(parser, "ZooModel.predict, the raw forwards, the training step and the peak matmul "
                            "(the pipeline runs with its defaults and with dtype=torch.bfloat16)")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    parser.add_argument("--min-seconds", type=Number(float, low=0, low_included=False), default=2.0, help="time each measurement for at least this long")
+    parser.add_argument("--min-seconds", type=Number(float, POSITIVE), default=2.0, help="time each measurement for at least this long")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the transformers.pipeline peer")
     parser.add_argument("--no-train", action="store_true", help="skip the training-step measurement")
     parser.add_argument("--no-data", action="store_true", help="skip the data-pipeline measurement")

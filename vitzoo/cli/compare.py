@@ -17,6 +17,7 @@ from vitzoo.compare.config import (
     VAL_FRACTION_WITH_TEST,
 )
 from vitzoo.compare.report import SORTABLE
+from vitzoo.training.arguments import OPEN_SHARE, POSITIVE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=POSITIVE_INT, default=20, help="neighbours of the k-NN protocol (default 20, DINO's)")
     parser.add_argument(
         "--learning-rate",
-        type=Number(float, low=0, low_included=False),
+        type=Number(float, POSITIVE),
         help=f"fine-tuning peak learning rate (default {SCRATCH_DEFAULTS['learning_rate']:g} with --scratch, else the "
         f"recipe's; lora: {LORA_LEARNING_RATE:g})",
     )
@@ -119,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--val-fraction",
-        type=Number(float, low=0, high=1, low_included=False),
+        type=Number(float, OPEN_SHARE),
         help=f"share of the training split held out (default {VAL_FRACTION_WITH_TEST:g} when reporting on a test "
         "split: fine-tunes keep their best epoch by it, then that model is scored once on the test split; "
         f"{HELD_OUT_EVAL_FRACTION:g} when the data has neither a test nor a validation split: then it is the "

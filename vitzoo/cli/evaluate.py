@@ -10,6 +10,7 @@ from vitzoo.cli import POSITIVE_INT, SEED, Number
 from vitzoo.cli.inference import add_precision_argument
 from vitzoo.errors import BadInputError
 from vitzoo.io import check_output_file
+from vitzoo.training.arguments import POSITIVE
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vitzoo", "features")
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", default="digits", help="'digits', an image folder, a CSV/JSONL or a Hub dataset id")
     parser.add_argument("--protocol", choices=("knn", "linear"), default="knn", help="knn: DINO's weighted k-NN on L2-normalised features; linear: a linear probe on frozen features")
     parser.add_argument("--ks", default="10,20,100,200", help="k values for k-NN (those above the train size are dropped)")
-    parser.add_argument("--temperature", type=Number(float, low=0, low_included=False), default=0.07, help="k-NN temperature")
+    parser.add_argument("--temperature", type=Number(float, POSITIVE), default=0.07, help="k-NN temperature")
     parser.add_argument("--epochs", type=POSITIVE_INT, default=100, help="linear probe epochs")
     parser.add_argument("--image-size", type=POSITIVE_INT, default=None, help="input size (positions interpolated)")
     parser.add_argument("--scratch", action="store_true", help="random init of the registry architecture (a baseline)")

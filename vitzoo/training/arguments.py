@@ -59,10 +59,12 @@ class Range:
     low_open: bool = False
     high_open: bool = False
 
-    def __call__(self, value: float, flag: str) -> None:
+    def holds(self, value: float) -> bool:
         above = value > self.low if self.low_open else value >= self.low
-        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        if not (above and below):
+        return above and (self.high is None or (value < self.high if self.high_open else value <= self.high))
+
+    def __call__(self, value: float, flag: str) -> None:
+        if not self.holds(value):
             raise BadInputError(f"{flag} must be {self}, got {value!r}")
 
     def __str__(self) -> str:
